@@ -1,0 +1,238 @@
+"""The range-test engine: set each step's learning rates, run one training step, record, stop, restore.
+
+Framework-neutral: it knows an optimizer and a callable that runs one optimizer step. The Trainer adapter and the
+accelerate runner provide that callable; nothing here imports transformers or accelerate.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .config import LRFinderConfig
+from .recorder import LossRecorder
+from .result import LRFinderResult
+from .schedule import group_bounds, lr_at
+from .state import StateSnapshot
+from .suggest import prepare_curve, suggest_all
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class StepOutput:
+    """
+    What one optimizer step of a sweep returns to the engine.
+
+    Args:
+        loss (`torch.Tensor`): 0-d mean loss of the step, detached, already reduced across processes. It may stay on
+            the accelerator: the engine reads losses back only every `check_every` steps.
+        skipped (`bool`, *optional*, defaults to `False`): the gradient scaler skipped the optimizer step (fp16
+            inf/NaN gradients); the step does not count and the same learning rate is tried again.
+        num_tokens (`int` or `torch.Tensor`, *optional*): tokens the step consumed, if known.
+    """
+
+    loss: torch.Tensor
+    skipped: bool = False
+    num_tokens: int | torch.Tensor | None = None
+
+
+StepFn = Callable[[], StepOutput]
+
+
+@dataclass
+class Curve:
+    """The raw record of one sweep: applied lrs per named group, the losses, and why it stopped."""
+
+    lrs: dict[str, list[float]]
+    losses: list[float]
+    smoothed: list[float]
+    stop_reason: str
+    skipped_steps: int = 0
+    num_tokens: int | None = None
+    wall_time: float = 0.0
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def param_group_names(param_groups: list[dict[str, Any]]) -> list[str]:
+    """
+    A name for each optimizer param group: its `"name"` entry when it has one; otherwise groups with equal lr share a
+    name, `"all"` when there is one distinct lr, else `"group_0"`, `"group_1"`, ... in order of first appearance.
+    """
+    unnamed = [g["lr"] for g in param_groups if "name" not in g]
+    distinct = list(dict.fromkeys(unnamed))
+    names = []
+    for g in param_groups:
+        if "name" in g:
+            names.append(str(g["name"]))
+        else:
+            names.append("all" if len(distinct) == 1 else f"group_{distinct.index(g['lr'])}")
+    return names
+
+
+def sweep(
+    step_fn: StepFn,
+    optimizer: torch.optim.Optimizer,
+    config: LRFinderConfig,
+    *,
+    progress: bool = True,
+    description: str = "LR range test",
+) -> Curve:
+    """
+    Run the sweep: for each step set every param group's lr from the schedule, call `step_fn`, record the loss, and
+    stop at `config.num_steps`, on divergence, on a non-finite loss or after too many skipped steps. Does not restore
+    anything: see [`range_test`].
+
+    Group ratios present in the optimizer are kept unless `config` gives per-group bounds.
+    """
+    groups = optimizer.param_groups
+    names = param_group_names(groups)
+    bounds = group_bounds([g["lr"] for g in groups], config.start_lr, config.end_lr)
+    recorder = LossRecorder(config.beta, config.diverge_threshold, config.check_every)
+    applied: list[list[float]] = []
+    skipped, tokens = 0, None
+    stop_reason = "num_steps"
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.num_steps, desc=description, disable=not progress, dynamic_ncols=True)
+    start = time.perf_counter()
+    try:
+        step = 0
+        while step < config.num_steps:
+            lrs = [lr_at(step, config.num_steps, s, e, config.mode) for s, e in bounds]
+            for group, lr in zip(groups, lrs):
+                group["lr"] = lr
+            out = step_fn()
+            if out.num_tokens is not None:
+                tokens = out.num_tokens if tokens is None else tokens + out.num_tokens
+            if out.skipped:
+                skipped += 1
+                if skipped > config.max_skipped_steps:
+                    stop_reason = "too_many_skipped_steps"
+                    logger.warning(
+                        f"The gradient scaler skipped {skipped} steps (inf/NaN gradients in fp16); stopping the sweep at step {step}. Use bf16, or a lower end_lr."
+                    )
+                    break
+                continue
+            applied.append(lrs)
+            step += 1
+            bar.update(1)
+            if recorder.append(out.loss):
+                break
+            if len(recorder.losses) and len(recorder.losses) % config.check_every == 0:
+                bar.set_postfix(lr=f"{lrs[0]:.2e}", loss=f"{recorder.smoothed[-1]:.4g}", refresh=False)
+        recorder.check()
+    finally:
+        bar.close()
+    if recorder.stop_reason is not None:
+        stop_reason = recorder.stop_reason
+    n = len(recorder.losses)
+    by_name: dict[str, list[float]] = {}
+    for i, name in enumerate(names):
+        by_name.setdefault(name, [row[i] for row in applied[:n]])
+    if isinstance(tokens, torch.Tensor):
+        tokens = int(tokens.item())
+    logger.info(f"{description}: {n} steps recorded, stopped by {stop_reason}, {skipped} skipped.")
+    return Curve(
+        lrs=by_name,
+        losses=recorder.losses,
+        smoothed=recorder.smoothed,
+        stop_reason=stop_reason,
+        skipped_steps=skipped,
+        num_tokens=tokens,
+        wall_time=time.perf_counter() - start,
+        bounds={name: bounds[names.index(name)] for name in by_name},
+    )
+
+
+def _versions() -> dict[str, str]:
+    from . import __version__
+
+    versions = {"hf_lrfind": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
+    for module in ("transformers", "accelerate"):  # only report what the caller already imported
+        if module in sys.modules:
+            versions[module] = getattr(sys.modules[module], "__version__", "unknown")
+    return versions
+
+
+def build_result(
+    curves: Mapping[str, Curve], config: LRFinderConfig, metadata: Mapping[str, Any] | None = None
+) -> LRFinderResult:
+    """
+    Turn sweeps into a result. `curves` maps each group name to the curve that group is read from (a single sweep
+    gives the same curve for every group; a sequential strategy gives each group its own).
+    """
+    lrs, losses, smoothed, suggestions, stop = {}, {}, {}, {}, {}
+    for group, curve in curves.items():
+        lrs[group] = list(curve.lrs[group])
+        losses[group], smoothed[group] = list(curve.losses), list(curve.smoothed)
+        stop[group] = curve.stop_reason
+        prepared = prepare_curve(
+            lrs[group], smoothed[group], num_steps=config.num_steps, skip_start=config.skip_start, skip_end=config.skip_end
+        )
+        suggestions[group] = suggest_all(*prepared, config.suggest)
+    unique = list({id(c): c for c in curves.values()}.values())
+    tokens = [c.num_tokens for c in unique if c.num_tokens is not None]
+    meta = {
+        "num_steps": config.num_steps,
+        "steps_run": sum(len(c.losses) for c in unique),
+        "skipped_steps": sum(c.skipped_steps for c in unique),
+        "tokens_seen": sum(tokens) if tokens else None,
+        "wall_time_s": sum(c.wall_time for c in unique),
+        "mode": config.mode,
+        "start_lr": {g: c.bounds[g][0] for g, c in curves.items()},
+        "end_lr": {g: c.bounds[g][1] for g, c in curves.items()},
+        "beta": config.beta,
+        "skip_start": config.num_steps // 10 if config.skip_start is None else config.skip_start,
+        "skip_end": config.skip_end,
+        "versions": _versions(),
+    }
+    meta.update(metadata or {})
+    return LRFinderResult(lrs=lrs, losses=losses, smoothed_losses=smoothed, suggestions=suggestions, stop_reason=stop, metadata=meta)
+
+
+def range_test(
+    step_fn: StepFn,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: LRFinderConfig,
+    *,
+    scheduler: Any = None,
+    scaler: Any = None,
+    snapshot: Any = None,
+    progress: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+) -> LRFinderResult:
+    """
+    Snapshot the state, sweep, and restore it (always: also on exceptions and KeyboardInterrupt), then suggest.
+
+    Args:
+        step_fn (`Callable[[], StepOutput]`): runs one optimizer step (forward, backward, step, zero_grad).
+        model (`torch.nn.Module`): the model the step trains; restored afterwards.
+        optimizer (`torch.optim.Optimizer`): its optimizer; its param groups get the sweep's lrs.
+        config ([`LRFinderConfig`]): the sweep's settings.
+        scheduler, scaler (*optional*): an LR scheduler and a gradient scaler to restore as well.
+        snapshot (*optional*): an object with `restore()` and `close()` replacing the default [`StateSnapshot`]
+            (the accelerate runner passes one that saves sharded FSDP/DeepSpeed state through accelerate).
+        progress (`bool`, *optional*, defaults to `True`): show a progress bar (pass `False` off the main process).
+        metadata (`Mapping`, *optional*): extra entries for `result.metadata`.
+
+    Returns:
+        [`LRFinderResult`]
+    """
+    if snapshot is None:
+        snapshot = StateSnapshot(
+            model, optimizer, scheduler=scheduler, scaler=scaler, location=config.snapshot, directory=config.snapshot_dir
+        )
+    try:
+        curve = sweep(step_fn, optimizer, config, progress=progress)
+    finally:
+        snapshot.restore()
+        snapshot.close()
+    return build_result({g: curve for g in curve.lrs}, config, metadata)

@@ -1,0 +1,114 @@
+"""The result of a range test: per-group curves, suggestions and metadata, with JSON round trip and plotting."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import matplotlib.figure
+
+
+def _nan_to_none(values: list[float]) -> list[float | None]:
+    return [v if math.isfinite(v) else None for v in values]
+
+
+def _none_to_nan(values: list[float | None]) -> list[float]:
+    return [math.nan if v is None else float(v) for v in values]
+
+
+@dataclass
+class LRFinderResult:
+    """
+    Curves and suggestions of a learning-rate range test, one entry per named parameter group.
+
+    Groups are named by `param_group["name"]` where the optimizer's groups carry one; otherwise groups with the same
+    learning rate share a name: `"all"` when there is only one rate, `"group_0"`, `"group_1"`, ... otherwise.
+
+    Attributes:
+        lrs (`dict[str, list[float]]`): the learning rate applied at each recorded step, per group.
+        losses (`dict[str, list[float]]`): the raw mean loss of each recorded step (NaN where it was not finite).
+        smoothed_losses (`dict[str, list[float]]`): the debiased EMA of `losses`.
+        suggestions (`dict[str, dict[str, float | None]]`): `suggestions[group][method]`, `None` where the curve was
+            too short for that method.
+        stop_reason (`dict[str, str]`): why each group's sweep ended: `"num_steps"`, `"diverged"`, `"non_finite_loss"`
+            or `"too_many_skipped_steps"`.
+        metadata (`dict[str, Any]`): steps run, skipped steps, tokens seen, wall time, schedule, versions, ...
+    """
+
+    lrs: dict[str, list[float]]
+    losses: dict[str, list[float]]
+    smoothed_losses: dict[str, list[float]]
+    suggestions: dict[str, dict[str, float | None]]
+    stop_reason: dict[str, str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def groups(self) -> list[str]:
+        """Names of the groups, in optimizer order."""
+        return list(self.lrs)
+
+    def suggestion(self, method: str = "valley", group: str | None = None) -> float:
+        """
+        One suggested learning rate.
+
+        Args:
+            method (`str`, *optional*, defaults to `"valley"`): a method the sweep ran.
+            group (`str`, *optional*): the group; may be left out when the result has a single group.
+
+        Raises:
+            ValueError: unknown group or method, a missing group with several groups, or no suggestion (too short a
+                curve) for that method.
+        """
+        if group is None:
+            if len(self.groups) != 1:
+                raise ValueError(f"This result has the groups {self.groups}; pass group= one of them.")
+            group = self.groups[0]
+        if group not in self.suggestions:
+            raise ValueError(f"Unknown group {group!r}; this result has {self.groups}.")
+        if method not in self.suggestions[group]:
+            raise ValueError(f"The sweep did not run the method {method!r}; it ran {list(self.suggestions[group])}.")
+        value = self.suggestions[group][method]
+        if value is None:
+            raise ValueError(
+                f"{method!r} gave no suggestion for group {group!r}: its curve has too few points ({len(self.lrs[group])} recorded); run more steps or lower skip_start/skip_end."
+            )
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; non-finite losses become `None`."""
+        out = asdict(self)
+        out["losses"] = {g: _nan_to_none(v) for g, v in self.losses.items()}
+        out["smoothed_losses"] = {g: _nan_to_none(v) for g, v in self.smoothed_losses.items()}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LRFinderResult:
+        """Inverse of [`to_dict`]."""
+        data = dict(data)
+        data["losses"] = {g: _none_to_nan(v) for g, v in data["losses"].items()}
+        data["smoothed_losses"] = {g: _none_to_nan(v) for g, v in data["smoothed_losses"].items()}
+        return cls(**data)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the result as JSON to `path` (parent folders are created)."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2, allow_nan=False)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LRFinderResult:
+        """Read a result written by [`save`]."""
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def plot(
+        self, path: str | os.PathLike | None = None, ax: Any = None, *, show_raw: bool = True
+    ) -> matplotlib.figure.Figure:
+        """Plot loss against learning rate; see [`hf_lrfind.plot.plot_result`]."""
+        from .plot import plot_result
+
+        return plot_result(self, path=path, ax=ax, show_raw=show_raw)

@@ -1,0 +1,249 @@
+"""fastai's learning-rate suggestion rules (`fastai/callback/schedule.py`), giving the same numbers on the same curve.
+
+Each rule takes a curve prepared by [`prepare_curve`] (a list, array or tensor), computes in float32 as fastai does,
+and raises `ValueError` unless `lrs` and `losses` are 1-D and of equal length."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable, Sequence, Union
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger(__name__)
+
+Suggester = Callable[[Sequence[float], Sequence[float]], float | None]
+CurveLike = Union[Sequence[float], np.ndarray, "torch.Tensor"]
+Methods = str | Suggester | Sequence[str | Suggester]
+DEFAULT_SUGGESTER = "valley"
+
+
+def _curve(lrs: CurveLike, losses: CurveLike, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    arrays = []
+    for name, values in (("lrs", lrs), ("losses", losses)):
+        if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, recognised without importing torch
+            values = values.detach().cpu().double().numpy()  # exact for float32; also takes bfloat16 and ints
+        arrays.append(np.asarray(values, dtype=dtype))
+        if arrays[-1].ndim != 1:
+            raise ValueError(f"{name} must be 1-D; got shape {arrays[-1].shape}. Pass one value per recorded step.")
+    if len(arrays[0]) != len(arrays[1]):
+        lengths = f"{len(arrays[0])} and {len(arrays[1])}"
+        raise ValueError(f"lrs and losses must have the same length; got {lengths}. Pass one loss per learning rate.")
+    return arrays[0], arrays[1]
+
+
+def valley(lrs: CurveLike, losses: CurveLike) -> float | None:
+    """
+    fastai's default rule: the point 1/3 + 1/6 of the way along the longest valley of the curve. `lds[i]` is the
+    length of the longest strictly decreasing subsequence of `losses` (not necessarily contiguous) ending at `i`.
+    `max_end` is the first index reaching the largest `lds`, and `max_start = max_end - lds[max_end]` (it can be -1);
+    both stay 0 when every `lds` is 1. With `sections = (max_end - max_start) / 3`, the result is
+    `lrs[max_start + int(sections) + int(sections / 2)]` with Python indexing (index -1 reads the last lr). O(n log n).
+
+    Args:
+        lrs (`Sequence[float]`): Learning rates of the prepared curve.
+        losses (`Sequence[float]`): Losses of the prepared curve, one per learning rate.
+
+    Returns:
+        `float | None`: The suggestion, or `None` (with a warning) for an empty curve.
+    """
+    lrs32, losses32 = _curve(lrs, losses)
+    if len(losses32) == 0:
+        logger.warning("valley: the curve is empty, so there is no learning rate to suggest; returning None.")
+        return None
+    # Patience sorting on -loss: tails[k] is the least tail of a strictly increasing run of -loss of length k + 1, so
+    # lds[i] = (left insertion point of -losses[i]) + 1. NaN compares False in fastai: its lds is 1, not inserted.
+    tails = np.empty(len(losses32), dtype=np.float64)
+    size, best, max_start, max_end = 0, 1, 0, 0  # best = lds[max_end]; fastai starts at max_end = 0, lds[0] = 1
+    for i, loss in enumerate(losses32.tolist()):
+        if loss != loss:
+            continue
+        pos = int(np.searchsorted(tails[:size], -loss, side="left"))
+        tails[pos] = -loss
+        size = max(size, pos + 1)
+        # fastai checks `lds[max_end] < lds[i]` inside its inner j loop. With M = lds[max_end] before i, every lds[j]
+        # (j < i) is <= M, so lds[i] only grows and never exceeds M + 1: the check fires at most once, when lds[i]
+        # reaches its final value M + 1. Checking once after the loop gives the same max_end and max_start.
+        if pos + 1 > best:
+            best, max_end, max_start = pos + 1, i, i - (pos + 1)
+    sections = (max_end - max_start) / 3
+    return float(lrs32[max_start + int(sections) + int(sections / 2)])
+
+
+def slide(
+    lrs: CurveLike, losses: CurveLike, *, lr_diff: int = 15, thresh: float = 0.005, adjust_value: float = 1.0
+) -> float | None:
+    """
+    fastai's interval slide rule: slide a window of `lr_diff` points leftwards from the end of the curve until the
+    loss gradients at its two ends agree within `thresh`. With `g = numpy.gradient(losses)`, start from `r = -1`,
+    `l = r - lr_diff` and `cand = lrs[l]`; while `l >= -n` and `|g[r] - g[l]| > thresh`, set `cand = lrs[l]`, then
+    `r -= 1` and `l -= 1`. The result is `cand * adjust_value`.
+
+    Args:
+        lrs (`Sequence[float]`): Learning rates of the prepared curve.
+        losses (`Sequence[float]`): Losses of the prepared curve, one per learning rate.
+        lr_diff (`int`, *optional*, defaults to 15): Window width in points; a negative one raises `ValueError`.
+        thresh (`float`, *optional*, defaults to 0.005): Gradient difference at or below which the slide stops.
+        adjust_value (`float`, *optional*, defaults to 1.0): Factor applied to the learning rate found.
+
+    Returns:
+        `float | None`: The suggestion, or `None` (with a warning) below `max(lr_diff + 1, 2)` points.
+    """
+    if lr_diff < 0:
+        raise ValueError(f"lr_diff ({lr_diff}) must be non-negative; pass the window width in points, e.g. 15.")
+    lrs32, losses32 = _curve(lrs, losses)
+    n, needed = len(losses32), max(lr_diff + 1, 2)
+    if n < needed:
+        logger.warning(f"slide: the curve has {n} points, fewer than the {needed} it needs; returning None.")
+        return None
+    grads = np.gradient(losses32)
+    right, left = -1, -1 - lr_diff
+    cand = lrs32[left]
+    while left >= -n and abs(grads[right] - grads[left]) > thresh:
+        cand = lrs32[left]
+        right, left = right - 1, left - 1
+    return float(cand) * adjust_value
+
+
+def steep(lrs: CurveLike, losses: CurveLike) -> float | None:
+    """
+    fastai's steepest-slope rule: `lrs[argmin(grads)]` (first minimum), where
+    `grads[i] = (losses[i + 1] - losses[i]) / (ln lrs[i + 1] - ln lrs[i])` for `i = 0 .. n - 2`.
+
+    Args:
+        lrs (`Sequence[float]`): Learning rates of the prepared curve.
+        losses (`Sequence[float]`): Losses of the prepared curve, one per learning rate.
+
+    Returns:
+        `float | None`: The suggestion, or `None` (with a warning) below 2 points.
+    """
+    lrs32, losses32 = _curve(lrs, losses)
+    if len(losses32) < 2:
+        logger.warning(f"steep: the curve has {len(losses32)} points, fewer than the 2 a slope needs; returning None.")
+        return None
+    log_lrs = np.log(lrs32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grads = (losses32[1:] - losses32[:-1]) / (log_lrs[1:] - log_lrs[:-1])
+    return float(lrs32[int(np.argmin(grads))])
+
+
+def minimum(lrs: CurveLike, losses: CurveLike) -> float | None:
+    """
+    fastai's minimum rule: a tenth of the learning rate at the lowest loss, `lrs[argmin(losses)] / 10` (first minimum).
+
+    Args:
+        lrs (`Sequence[float]`): Learning rates of the prepared curve.
+        losses (`Sequence[float]`): Losses of the prepared curve, one per learning rate.
+
+    Returns:
+        `float | None`: The suggestion, or `None` (with a warning) for an empty curve.
+    """
+    lrs32, losses32 = _curve(lrs, losses)
+    if len(losses32) == 0:
+        logger.warning("minimum: the curve is empty, so there is no learning rate to suggest; returning None.")
+        return None
+    return float(lrs32[int(np.argmin(losses32))]) / 10
+
+
+SUGGESTERS: dict[str, Suggester] = {"valley": valley, "slide": slide, "steep": steep, "minimum": minimum}
+
+
+def prepare_curve(
+    lrs: CurveLike,
+    losses: CurveLike,
+    *,
+    num_steps: int | None = None,
+    skip_start: int | None = None,
+    skip_end: int = 5,
+) -> tuple[np.ndarray, np.ndarray]:
+    """
+    Prepare a recorded curve as fastai's `lr_find` does: keep the points `[skip_start : len - skip_end]`, then cut at
+    the first non-finite loss (fastai cuts at the first NaN; this also cuts at +-inf).
+
+    Args:
+        lrs (`Sequence[float]`): Recorded learning rates, one per step.
+        losses (`Sequence[float]`): Recorded (smoothed) losses, one per learning rate.
+        num_steps (`int`, *optional*):
+            Steps *requested*, defaulting to the number recorded; a sweep that stopped early still skips a tenth.
+        skip_start (`int`, *optional*): Points dropped at the start; defaults to `num_steps // 10`.
+        skip_end (`int`, *optional*, defaults to 5): Points dropped at the end; 0 keeps them all.
+
+    Returns:
+        `tuple[np.ndarray, np.ndarray]`: The prepared learning rates and losses as float64 arrays (possibly empty).
+
+    Raises:
+        `ValueError`: If a count is negative, or `lrs` and `losses` are not 1-D or differ in length.
+    """
+    lrs64, losses64 = _curve(lrs, losses, np.float64)
+    num_steps = len(lrs64) if num_steps is None else num_steps
+    skip_start = num_steps // 10 if skip_start is None else skip_start
+    for name, value in (("num_steps", num_steps), ("skip_start", skip_start), ("skip_end", skip_end)):
+        if value < 0:
+            raise ValueError(f"{name} ({value}) must be non-negative; pass 0 to skip nothing.")
+    stop = max(len(lrs64) - skip_end, 0)  # an explicit stop, so skip_end=0 keeps the tail (no [a:-0] slice)
+    lrs64, losses64 = lrs64[skip_start:stop], losses64[skip_start:stop]
+    bad = np.flatnonzero(~np.isfinite(losses64))
+    end = int(bad[0]) if len(bad) > 0 else len(losses64)
+    return lrs64[:end].copy(), losses64[:end].copy()
+
+
+def resolve_suggesters(methods: Methods) -> dict[str, Suggester]:
+    """
+    Turn suggestion methods into a `{name: function}` dict, in the order given.
+
+    Args:
+        methods (`str`, `Callable`, or a sequence of them):
+            Names among `"valley"`, `"slide"`, `"steep"`, `"minimum"`, or callables `(lrs, losses) -> float | None`,
+            named by `__name__` (a partial, by its function's), else `custom_<i>` with `i` the position; a name
+            already taken by another function gets the suffix `_<i>`.
+
+    Returns:
+        `dict[str, Suggester]`: The suggesters by name.
+
+    Raises:
+        `ValueError`: If a name is unknown.
+        `TypeError`: If a method is neither a name nor a callable.
+    """
+    accepted = f"known methods are {sorted(SUGGESTERS)}, and a callable (lrs, losses) -> float | None is also accepted"
+    try:
+        items = [methods] if isinstance(methods, str) or callable(methods) else list(methods)
+    except TypeError as e:
+        raise TypeError(f"methods ({methods!r}) is not a name, a callable, or a sequence of them: {accepted}.") from e
+    resolved: dict[str, Suggester] = {}
+    for i, method in enumerate(items):
+        if isinstance(method, str):
+            if method not in SUGGESTERS:
+                raise ValueError(f"Unknown suggestion method {method!r}: {accepted}.")
+            name, fn = method, SUGGESTERS[method]
+        elif callable(method):
+            name = getattr(method, "__name__", None) or getattr(getattr(method, "func", None), "__name__", None)
+            name, fn = (f"custom_{i}" if not name or name == "<lambda>" else name), method
+        else:
+            raise TypeError(f"Suggestion method {method!r} is neither a name nor a callable: {accepted}.")
+        resolved[name if resolved.get(name, fn) is fn else f"{name}_{i}"] = fn
+    return resolved
+
+
+def suggest_all(lrs: CurveLike, losses: CurveLike, methods: Methods) -> dict[str, float | None]:
+    """
+    Run each suggestion method on an already prepared curve (see [`prepare_curve`]). Errors from resolving the methods
+    (see [`resolve_suggesters`]) and from a custom suggester propagate unchanged.
+
+    Args:
+        lrs (`Sequence[float]`): Learning rates of the prepared curve.
+        losses (`Sequence[float]`): Losses of the prepared curve, one per learning rate.
+        methods (`str`, `Callable`, or a sequence of them):
+            As accepted by [`resolve_suggesters`]. Callables receive float64 numpy arrays.
+
+    Returns:
+        `dict[str, float | None]`: Each method's suggestion; `None` where the curve is too short for it.
+    """
+    lrs64, losses64 = _curve(lrs, losses, np.float64)
+    results: dict[str, float | None] = {}
+    for name, fn in resolve_suggesters(methods).items():
+        value = fn(lrs64, losses64)
+        results[name] = None if value is None else float(value)
+    return results
