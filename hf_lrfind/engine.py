@@ -83,17 +83,21 @@ def sweep(
     *,
     progress: bool = True,
     description: str = "LR range test",
+    bounds: list[tuple[float, float]] | None = None,
 ) -> Curve:
     """
     Run the sweep: for each step set every param group's lr from the schedule, call `step_fn`, record the loss, and
     stop at `config.num_steps`, on divergence, on a non-finite loss or after too many skipped steps. Does not restore
     anything: see [`range_test`].
 
-    Group ratios present in the optimizer are kept unless `config` gives per-group bounds.
+    Group ratios present in the optimizer are kept unless `config` gives per-group bounds. `bounds`, one
+    `(start, end)` per param group, overrides both (a group with `start == end` is held at that rate; strategies use
+    this to hold a group still at 0).
     """
     groups = optimizer.param_groups
     names = param_group_names(groups)
-    bounds = group_bounds([g["lr"] for g in groups], config.start_lr, config.end_lr)
+    if bounds is None:
+        bounds = group_bounds([g["lr"] for g in groups], config.start_lr, config.end_lr)
     recorder = LossRecorder(config.beta, config.diverge_threshold, config.check_every)
     applied: list[list[float]] = []
     skipped, tokens = 0, None

@@ -53,5 +53,10 @@ def group_bounds(
 
 
 def lr_at(step: int, num_steps: int, start: float, end: float, mode: str = "exp") -> float:
-    """Learning rate of step `step` (0-based) of a `num_steps`-step sweep: position `step / num_steps`, as fastai."""
+    """
+    Learning rate of step `step` (0-based) of a `num_steps`-step sweep: position `step / num_steps`, as fastai.
+    `start == end` holds the rate constant (0 included).
+    """
+    if start == end:
+        return start
     return SCHEDULES[mode](start, end, step / num_steps)

@@ -1,0 +1,139 @@
+"""Sweep strategies for discriminative learning rates: `joint` and `sequential` (head first, then body).
+
+Framework-neutral like the engine: they take the same `step_fn` as [`~hf_lrfind.engine.range_test`] and read the
+groups from the `"name"` entries of the optimizer's param groups.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .config import LRFinderConfig
+from .engine import StepFn, build_result, param_group_names, range_test, sweep
+from .state import StateSnapshot
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("joint", "sequential")
+
+
+def joint_range_test(step_fn: StepFn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: LRFinderConfig, **kwargs: Any):
+    """
+    All groups swept at once, each at its fixed ratio to group 0 (the ratios the optimizer's lrs have, e.g. from layer
+    decay). Each group's suggestion is read off its own lr axis, so it is its ratio times the swept suggestion.
+    """
+    return range_test(step_fn, model, optimizer, config, **kwargs)
+
+
+def _first_suggestion(suggestions: Mapping[str, float | None], method: str) -> float:
+    if suggestions.get(method) is not None:
+        return suggestions[method]  # type: ignore[return-value]
+    for name, value in suggestions.items():
+        if value is not None:
+            logger.warning(f"{method!r} gave no suggestion for the head; warming it up at the {name!r} suggestion instead.")
+            return value
+    raise RuntimeError(
+        "The head sweep gave no suggestion at all (too few points before it stopped); run more steps or lower end_lr."
+    )
+
+
+def sequential_range_test(
+    step_fn: StepFn,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: LRFinderConfig,
+    *,
+    first: Sequence[str] = ("head",),
+    method: str = "valley",
+    warmup_steps: int | None = None,
+    keep_head: bool = False,
+    scheduler: Any = None,
+    scaler: Any = None,
+    snapshot: Any = None,
+    progress: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+):
+    """
+    The "train the head first, then unfreeze" recipe as a range test, in three phases:
+
+    1. sweep the `first` groups (the new head) with every other group held still (lr 0);
+    2. restore, then train the head for `warmup_steps` steps at its `method` suggestion, the rest still held at 0;
+    3. sweep the other groups (the pretrained body, with their ratios) with the head at its suggested rate; the body's
+       optimizer state is reset first, as if it had been frozen during phase 2.
+
+    Each group's curve and suggestions come from the sweep that moved it. Everything is restored at the end; with
+    `keep_head=True` the head keeps its warmed-up weights (the optimizer and the body are still restored).
+
+    Args:
+        first (`Sequence[str]`, *optional*, defaults to `("head",)`): names of the groups swept first.
+        method (`str`, *optional*, defaults to `"valley"`): the rule whose head suggestion is used in phases 2 and 3.
+        warmup_steps (`int`, *optional*): head training steps of phase 2; defaults to `config.num_steps // 2`.
+        keep_head (`bool`, *optional*, defaults to `False`): keep the warmed-up head weights.
+
+    Returns:
+        [`LRFinderResult`] with one curve per group and `metadata["strategy"] == "sequential"`.
+
+    Raises:
+        ValueError: when the optimizer has no group named in `first`, or nothing else to sweep.
+    """
+    groups = optimizer.param_groups
+    names = param_group_names(groups)
+    is_first = [name in first for name in names]
+    if not any(is_first) or all(is_first):
+        raise ValueError(
+            f"The sequential strategy needs param groups named {list(first)} and at least one other group; the optimizer has {sorted(set(names))}. Build it with hf_lrfind.groups (groups='auto'), or use strategy='joint'."
+        )
+    warmup_steps = config.num_steps // 2 if warmup_steps is None else warmup_steps
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps ({warmup_steps}) must not be negative.")
+    if not isinstance(config.start_lr, (int, float)):
+        raise ValueError("The sequential strategy takes one start_lr and one end_lr (floats); the group ratios come from the optimizer.")
+    base = [g["lr"] for g in groups]
+
+    def ratio_bounds(mask: list[bool]) -> list[tuple[float, float]]:
+        ref = next(lr for lr, m in zip(base, mask) if m)
+        if ref <= 0:
+            raise ValueError("Every swept param group needs a positive lr to take the group ratios from.")
+        return [(config.start_lr * lr / ref, config.end_lr * lr / ref) if m else (0.0, 0.0) for lr, m in zip(base, mask)]
+
+    if snapshot is None:
+        snapshot = StateSnapshot(
+            model, optimizer, scheduler=scheduler, scaler=scaler, location=config.snapshot, directory=config.snapshot_dir
+        )
+    original_state = {p: copy.deepcopy(optimizer.state[p]) for g in groups for p in g["params"] if p in optimizer.state}
+    try:
+        head_curve = sweep(step_fn, optimizer, config, progress=progress, description="LR range test (head)", bounds=ratio_bounds(is_first))
+        snapshot.restore()
+        head_result = build_result({n: head_curve for n in head_curve.lrs if n in first}, config)
+        head_lr = {n: _first_suggestion(head_result.suggestions[n], method) for n in head_result.groups}
+        held = [(head_lr[n], head_lr[n]) if f else (0.0, 0.0) for n, f in zip(names, is_first)]
+        groups = optimizer.param_groups  # `restore` loads the optimizer state dict, which replaces the group dicts
+        for group, (lr, _) in zip(groups, held):
+            group["lr"] = lr
+        for _ in range(warmup_steps):
+            step_fn()
+        head_weights = [p.detach().clone() for g, f in zip(groups, is_first) if f for p in g["params"]]
+        for group, f in zip(groups, is_first):
+            if not f:
+                for p in group["params"]:
+                    optimizer.state.pop(p, None)
+                    if p in original_state:
+                        optimizer.state[p] = copy.deepcopy(original_state[p])
+        rest = [not f for f in is_first]
+        bounds = [h if f else b for h, f, b in zip(held, is_first, ratio_bounds(rest))]
+        body_curve = sweep(step_fn, optimizer, config, progress=progress, description="LR range test (body)", bounds=bounds)
+    finally:
+        snapshot.restore()
+        snapshot.close()
+    if keep_head:
+        with torch.no_grad():
+            for p, w in zip((p for g, f in zip(groups, is_first) if f for p in g["params"]), head_weights):
+                p.copy_(w)
+    curves = {n: (head_curve if n in first else body_curve) for n in dict.fromkeys(names)}
+    meta = {"strategy": "sequential", "warmup_steps": warmup_steps, "head_lr": head_lr, **(metadata or {})}
+    return build_result(curves, config, meta)

@@ -1,0 +1,349 @@
+"""The framework-neutral engine: schedules, smoothing, stopping, restore, result round trip and plot."""
+
+import glob
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+import torch
+
+from hf_lrfind import LRFinderConfig, LRFinderResult, StepOutput, range_test
+from hf_lrfind.engine import param_group_names
+from hf_lrfind.recorder import diverged
+from hf_lrfind.state import StateSnapshot
+
+
+def tiny_model(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.LayerNorm(16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+def make_step(model, optimizer, seed=0, fail_at=None, losses=None):
+    """A real training step on a fixed regression problem; `losses` replaces the reported loss by given values."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(32, 8, generator=g)
+    y = x.sum(1, keepdim=True)
+    calls = []
+
+    def step():
+        calls.append([group["lr"] for group in optimizer.param_groups])
+        if fail_at is not None and len(calls) == fail_at:
+            raise RuntimeError("boom")
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        reported = torch.tensor(losses[len(calls) - 1]) if losses is not None else loss.detach()
+        return StepOutput(reported)
+
+    return step, calls
+
+
+def state_of(model, optimizer):
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in _flat(optimizer.state_dict())},
+    )
+
+
+def _flat(d, prefix=""):
+    for k, v in d.items() if isinstance(d, dict) else enumerate(d):
+        if isinstance(v, (dict, list)):
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def assert_same_state(a, b):
+    assert a[0].keys() == b[0].keys()
+    for k in a[0]:
+        assert torch.equal(a[0][k], b[0][k]), k
+    assert a[1].keys() == b[1].keys()
+    for k in a[1]:
+        if isinstance(a[1][k], torch.Tensor):
+            assert torch.equal(a[1][k], b[1][k]), k
+        else:
+            assert a[1][k] == b[1][k], k
+
+
+def two_group_optimizer(model, lr0=1e-3, ratio=0.1, names=None):
+    groups = [{"params": list(model[0].parameters()) + list(model[1].parameters()), "lr": lr0},
+              {"params": list(model[3].parameters()), "lr": lr0 * ratio}]
+    if names:
+        for g, n in zip(groups, names):
+            g["name"] = n
+    return torch.optim.AdamW(groups, weight_decay=0.01)
+
+
+def test_exp_schedule_is_fastai_and_keeps_group_ratios():
+    model = tiny_model()
+    opt = two_group_optimizer(model, ratio=0.1)
+    step, calls = make_step(model, opt, losses=[1.0] * 20)
+    result = range_test(step, model, opt, LRFinderConfig(start_lr=1e-4, end_lr=1.0, num_steps=20, skip_end=0), progress=False)
+    expected = [1e-4 * (1.0 / 1e-4) ** (i / 20) for i in range(20)]
+    assert result.lrs["group_0"] == pytest.approx(expected, rel=1e-12)
+    assert result.lrs["group_1"] == pytest.approx([0.1 * lr for lr in expected], rel=1e-12)
+    assert [c[0] for c in calls] == result.lrs["group_0"]  # what the step saw is what was recorded
+    assert result.stop_reason == {"group_0": "num_steps", "group_1": "num_steps"}
+    assert [g["lr"] for g in opt.param_groups] == [1e-3, 1e-4]  # restored
+
+
+def test_linear_schedule_and_explicit_group_bounds():
+    model = tiny_model()
+    opt = two_group_optimizer(model, names=["body", "head"])
+    step, _ = make_step(model, opt, losses=[1.0] * 10)
+    config = LRFinderConfig(start_lr=[0.1, 1.0], end_lr=[1.1, 3.0], num_steps=10, mode="linear", skip_end=0)
+    result = range_test(step, model, opt, config, progress=False)
+    assert result.lrs["body"] == pytest.approx([0.1 + i / 10 for i in range(10)])
+    assert result.lrs["head"] == pytest.approx([1.0 + 2 * i / 10 for i in range(10)])
+    assert result.metadata["start_lr"] == {"body": 0.1, "head": 1.0}
+
+
+def test_smoothing_is_the_debiased_ema():
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    raw = [3.0, 2.0, 2.5, 1.0, 1.5, 0.5, 0.7, 0.2]
+    step, _ = make_step(model, opt, losses=raw)
+    result = range_test(step, model, opt, LRFinderConfig(num_steps=8, beta=0.9, check_every=3, diverge_threshold=None), progress=False)
+    avg, expected = 0.0, []
+    for t, loss in enumerate(raw, start=1):
+        avg = 0.9 * avg + 0.1 * loss
+        expected.append(avg / (1 - 0.9**t))
+    assert result.losses["all"] == pytest.approx(raw)
+    assert result.smoothed_losses["all"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_divergence_stops_and_cuts_points_past_it():
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    raw = [1.0] * 10 + [1000.0] * 30
+    step, calls = make_step(model, opt, losses=raw)
+    result = range_test(step, model, opt, LRFinderConfig(num_steps=40, beta=0.5, check_every=8), progress=False)
+    # smoothed: 1.0 for 10 steps, then the debiased EMA of 1000 crosses 4x the best (1.0) at step 11 (index 10)
+    assert result.stop_reason["all"] == "diverged"
+    assert len(result.losses["all"]) == 11 and len(result.lrs["all"]) == 11
+    assert len(calls) == 16  # ran to the end of the chunk that held the stop (2 x check_every), no further
+    assert result.metadata["steps_run"] == 11
+
+
+def test_divergence_with_a_real_model_and_huge_end_lr():
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = state_of(model, opt)
+    step, _ = make_step(model, opt)
+    result = range_test(step, model, opt, LRFinderConfig(start_lr=1e-4, end_lr=1e6, num_steps=100, check_every=1), progress=False)
+    assert result.stop_reason["all"] in ("diverged", "non_finite_loss")
+    assert len(result.losses["all"]) < 100
+    assert_same_state(before, state_of(model, opt))
+
+
+def test_divergence_rule_works_for_negative_losses():
+    assert diverged(4.1, 1.0, 4.0) and not diverged(3.9, 1.0, 4.0)  # fastai's 4x for positive losses
+    assert not diverged(-1.5, -2.0, 4.0)  # a rise of 0.5 from -2 is no divergence (4 * -2 = -8 would say it is)
+    assert diverged(4.5, -2.0, 4.0)  # a rise of 6.5 > 3 * |-2| is
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    raw = [-1.0 - 0.01 * i for i in range(30)] + [50.0] * 20
+    step, _ = make_step(model, opt, losses=raw)
+    result = range_test(step, model, opt, LRFinderConfig(num_steps=50, beta=0.5, check_every=1), progress=False)
+    assert result.stop_reason["all"] == "diverged"
+    assert 30 < len(result.losses["all"]) < 35
+
+
+def test_non_finite_loss_stops_and_is_cut_by_preparation():
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    raw = [2.0 - 0.05 * i for i in range(25)] + [math.nan] * 5
+    step, _ = make_step(model, opt, losses=raw)
+    result = range_test(step, model, opt, LRFinderConfig(num_steps=30, check_every=4), progress=False)
+    assert result.stop_reason["all"] == "non_finite_loss"
+    assert len(result.losses["all"]) == 26 and math.isnan(result.losses["all"][-1])
+    assert result.suggestions["all"]["valley"] is not None
+
+
+@pytest.mark.parametrize("where", ["cpu", "disk"])
+@pytest.mark.parametrize("how", ["completed", "diverged", "exception", "interrupt"])
+def test_restore_is_bit_identical(tmp_path, where, how):
+    model = tiny_model()
+    opt = two_group_optimizer(model)
+    # give the optimizer real state first, so restore has something to get right
+    warm, _ = make_step(model, opt, seed=1)
+    for _ in range(3):
+        warm()
+    torch.manual_seed(123)
+    random.seed(5)
+    np.random.seed(7)
+    before = state_of(model, opt)
+    rngs = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    losses = [1.0] * 5 + [1e9] * 20 if how == "diverged" else None
+    fail_at = 7 if how == "exception" else None
+    step, _ = make_step(model, opt, fail_at=fail_at, losses=losses)
+
+    noise_calls = []
+
+    def step_with_noise():
+        torch.rand(3), random.random(), np.random.rand()  # the sweep consumes every RNG
+        noise_calls.append(1)
+        if how == "interrupt" and len(noise_calls) == 5:
+            raise KeyboardInterrupt
+        return step()
+
+    config = LRFinderConfig(num_steps=20, snapshot=where, snapshot_dir=str(tmp_path), check_every=1)
+    if how in ("exception", "interrupt"):
+        with pytest.raises(RuntimeError if how == "exception" else KeyboardInterrupt):
+            range_test(step_with_noise, model, opt, config, progress=False)
+    else:
+        range_test(step_with_noise, model, opt, config, progress=False)
+    assert_same_state(before, state_of(model, opt))
+    assert torch.equal(rngs[0], torch.get_rng_state())
+    assert rngs[1] == random.getstate()
+    assert np.array_equal(rngs[2], np.random.get_state()[1])
+    assert all(p.grad is None for p in model.parameters())
+    assert os.listdir(tmp_path) == []  # no snapshot folder left behind
+
+
+def test_snapshot_keeps_tied_weights_once_and_restores_twice():
+    emb = torch.nn.Embedding(4, 8)
+    head = torch.nn.Linear(8, 4, bias=False)
+    head.weight = emb.weight
+    tied = torch.nn.ModuleDict({"emb": emb, "head": head})
+    snap = StateSnapshot(tied)
+    assert len(snap._tensors) == 1
+    original = emb.weight.detach().clone()
+    for _ in range(2):
+        with torch.no_grad():
+            emb.weight.add_(1.0)
+        snap.restore()
+        assert torch.equal(head.weight, original)
+    snap.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        snap.restore()
+
+
+def test_result_json_round_trip(tmp_path):
+    model = tiny_model()
+    opt = two_group_optimizer(model, names=["body", "head"])
+    raw = [2.0 - 0.02 * i for i in range(30)] + [math.nan] * 10
+    step, _ = make_step(model, opt, losses=raw)
+    result = range_test(step, model, opt, LRFinderConfig(num_steps=40, check_every=5), progress=False)
+    result.save(tmp_path / "sub" / "lr_find.json")
+    loaded = LRFinderResult.load(tmp_path / "sub" / "lr_find.json")
+    assert loaded.lrs == result.lrs and loaded.suggestions == result.suggestions
+    assert loaded.stop_reason == result.stop_reason and loaded.metadata == result.metadata
+    np.testing.assert_array_equal(loaded.losses["head"], result.losses["head"])  # NaN compares equal here
+    np.testing.assert_array_equal(loaded.smoothed_losses["body"], result.smoothed_losses["body"])
+    assert result.suggestion("valley", "head") == result.suggestions["head"]["valley"]
+
+
+def test_suggestion_errors_say_what_to_do():
+    result = LRFinderResult(
+        lrs={"body": [1e-3], "head": [1e-2]}, losses={"body": [1.0], "head": [1.0]},
+        smoothed_losses={"body": [1.0], "head": [1.0]},
+        suggestions={"body": {"valley": None}, "head": {"valley": 1e-2}}, stop_reason={"body": "num_steps", "head": "num_steps"},
+    )
+    with pytest.raises(ValueError, match="pass group="):
+        result.suggestion()
+    with pytest.raises(ValueError, match="too few points"):
+        result.suggestion("valley", "body")
+    with pytest.raises(ValueError, match="did not run"):
+        result.suggestion("steep", "head")
+    with pytest.raises(ValueError, match="Unknown group"):
+        result.suggestion("valley", "neck")
+
+
+def test_plot_lines_hold_the_recorded_data(tmp_path):
+    model = tiny_model()
+    opt = two_group_optimizer(model, names=["body", "head"])
+    raw = [2.0 - 0.02 * i + 0.01 * (i % 3) for i in range(60)]
+    step, _ = make_step(model, opt, losses=raw)
+    result = range_test(step, model, opt, LRFinderConfig(num_steps=60, diverge_threshold=None), progress=False)
+    fig = result.plot(tmp_path / "lr_find.png")
+    assert (tmp_path / "lr_find.png").stat().st_size > 0
+    assert len(fig.axes) == 2  # body and head have different lr axes: one panel each
+    for ax, group in zip(fig.axes, ["body", "head"]):
+        raw_line, smooth_line = ax.lines[0], ax.lines[1]
+        np.testing.assert_allclose(raw_line.get_xdata(), result.lrs[group])
+        np.testing.assert_allclose(raw_line.get_ydata(), result.losses[group])
+        np.testing.assert_allclose(smooth_line.get_ydata(), result.smoothed_losses[group])
+        markers = {line.get_label().split(":")[0]: line.get_xdata()[0] for line in ax.lines[2:]}
+        assert markers["valley"] == pytest.approx(result.suggestions[group]["valley"])
+        assert markers["minimum"] == pytest.approx(10 * result.suggestions[group]["minimum"])  # drawn at the minimum
+        assert ax.get_xscale() == "log"
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"start_lr": 10.0, "end_lr": 1.0}, ValueError, "swap them"),
+        ({"start_lr": -1.0}, ValueError, "positive"),
+        ({"end_lr": float("inf")}, ValueError, "finite"),
+        ({"start_lr": [1e-7, 1e-6], "end_lr": 1.0}, ValueError, "both"),
+        ({"num_steps": 1}, ValueError, "at least 2"),
+        ({"num_steps": 10.5}, TypeError, "int"),
+        ({"beta": 1.0}, ValueError, r"\[0, 1\)"),
+        ({"mode": "cosine"}, ValueError, "mode"),
+        ({"suggest": "valey"}, ValueError, "Unknown suggestion method"),
+        ({"suggest": [3]}, TypeError, "neither"),
+        ({"diverge_threshold": 0.5}, ValueError, "above 1"),
+        ({"snapshot": "gpu"}, ValueError, "snapshot"),
+        ({"skip_end": -1}, ValueError, "negative"),
+        ({"start_lr": "1e-5"}, TypeError, "float"),
+    ],
+)
+def test_bad_config_is_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        LRFinderConfig(**kwargs)
+
+
+def test_refused_call_changes_nothing():
+    model = tiny_model()
+    opt = two_group_optimizer(model)
+    before = state_of(model, opt)
+    step, calls = make_step(model, opt)
+    with pytest.raises(ValueError, match="one value per group"):
+        range_test(step, model, opt, LRFinderConfig(start_lr=[1e-7] * 3, end_lr=[1.0] * 3), progress=False)
+    assert calls == []
+    assert_same_state(before, state_of(model, opt))
+
+
+def test_custom_suggester_and_group_names():
+    assert param_group_names([{"lr": 1.0}, {"lr": 1.0}]) == ["all", "all"]
+    assert param_group_names([{"lr": 1.0}, {"lr": 0.1}, {"lr": 1.0}]) == ["group_0", "group_1", "group_0"]
+    assert param_group_names([{"lr": 1.0, "name": "head"}, {"lr": 1.0}]) == ["head", "all"]
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step, _ = make_step(model, opt, losses=[1.0 - 0.01 * i for i in range(20)])
+
+    def last_lr(lrs, losses):
+        return float(lrs[-1])
+
+    result = range_test(step, model, opt, LRFinderConfig(num_steps=20, suggest=["valley", last_lr], skip_end=0), progress=False)
+    assert result.suggestions["all"]["last_lr"] == result.lrs["all"][-1]
+
+
+def test_core_imports_neither_transformers_nor_accelerate():
+    code = (
+        "import sys, hf_lrfind, hf_lrfind.engine, hf_lrfind.strategies, hf_lrfind.suggest, hf_lrfind.state, hf_lrfind.plot;"
+        "bad = [m for m in ('transformers', 'accelerate', 'matplotlib', 'datasets') if m in sys.modules];"
+        "sys.exit(f'loaded: {bad}' if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+
+
+def test_no_temp_files_left_in_default_tempdir(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    step, _ = make_step(model, opt)
+    range_test(step, model, opt, LRFinderConfig(num_steps=5, snapshot="disk"), progress=False)
+    assert glob.glob(str(tmp_path / "hf_lrfind-*")) == []
