@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
-LRSpec = Union[float, Sequence[float]]
-SuggestSpec = Union[str, Callable, Sequence[Union[str, Callable]]]
+LRSpec = float | Sequence[float]
+SuggestSpec = str | Callable | Sequence[str | Callable]
 
 MODES = ("exp", "linear")
 SNAPSHOT_LOCATIONS = ("cpu", "disk")
@@ -93,7 +93,9 @@ class LRFinderConfig:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r}).")
         if self.num_steps < 2:
-            raise ValueError(f"num_steps ({self.num_steps}) must be at least 2; a range test needs several steps, 100 is usual.")
+            raise ValueError(
+                f"num_steps ({self.num_steps}) must be at least 2; a range test needs several steps, 100 is usual."
+            )
         if self.check_every < 1:
             raise ValueError(f"check_every ({self.check_every}) must be at least 1.")
         if self.skip_end < 0 or (self.skip_start is not None and self.skip_start < 0):
@@ -105,7 +107,9 @@ class LRFinderConfig:
         if self.diverge_threshold is not None and not (
             isinstance(self.diverge_threshold, (int, float)) and self.diverge_threshold > 1
         ):
-            raise ValueError(f"diverge_threshold ({self.diverge_threshold}) must be a number above 1 (fastai uses 4), or None.")
+            raise ValueError(
+                f"diverge_threshold ({self.diverge_threshold}) must be a number above 1 (fastai uses 4), or None."
+            )
         if self.mode not in MODES:
             raise ValueError(f"mode ({self.mode!r}) must be one of {MODES}.")
         if self.snapshot not in SNAPSHOT_LOCATIONS:

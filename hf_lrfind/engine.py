@@ -178,7 +178,11 @@ def build_result(
         losses[group], smoothed[group] = list(curve.losses), list(curve.smoothed)
         stop[group] = curve.stop_reason
         prepared = prepare_curve(
-            lrs[group], smoothed[group], num_steps=config.num_steps, skip_start=config.skip_start, skip_end=config.skip_end
+            lrs[group],
+            smoothed[group],
+            num_steps=config.num_steps,
+            skip_start=config.skip_start,
+            skip_end=config.skip_end,
         )
         suggestions[group] = suggest_all(*prepared, config.suggest)
     unique = list({id(c): c for c in curves.values()}.values())
@@ -198,7 +202,9 @@ def build_result(
         "versions": _versions(),
     }
     meta.update(metadata or {})
-    return LRFinderResult(lrs=lrs, losses=losses, smoothed_losses=smoothed, suggestions=suggestions, stop_reason=stop, metadata=meta)
+    return LRFinderResult(
+        lrs=lrs, losses=losses, smoothed_losses=smoothed, suggestions=suggestions, stop_reason=stop, metadata=meta
+    )
 
 
 def range_test(
@@ -232,7 +238,12 @@ def range_test(
     """
     if snapshot is None:
         snapshot = StateSnapshot(
-            model, optimizer, scheduler=scheduler, scaler=scaler, location=config.snapshot, directory=config.snapshot_dir
+            model,
+            optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            location=config.snapshot,
+            directory=config.snapshot_dir,
         )
     try:
         curve = sweep(step_fn, optimizer, config, progress=progress)

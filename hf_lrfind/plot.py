@@ -19,9 +19,7 @@ def _distinct_groups(result: LRFinderResult) -> list[str]:
     """Groups whose curves differ (in lrs or losses); identical curves share a panel."""
     keep: list[str] = []
     for g in result.groups:
-        if not any(
-            result.losses[g] == result.losses[k] and result.lrs[g] == result.lrs[k] for k in keep
-        ):
+        if not any(result.losses[g] == result.losses[k] and result.lrs[g] == result.lrs[k] for k in keep):
             keep.append(g)
     return keep
 
@@ -71,7 +69,9 @@ def plot_result(
             x = lr * 10 if method == "minimum" else lr
             y = float(np.interp(x, lrs, smoothed))
             marker = _MARKERS.get(method, "x")
-            a.plot([x], [y], linestyle="none", marker=marker, markersize=8, color=f"C{i + 1}", label=f"{method}: {lr:.2e}")
+            a.plot(
+                [x], [y], linestyle="none", marker=marker, markersize=8, color=f"C{i + 1}", label=f"{method}: {lr:.2e}"
+            )
         finite = smoothed[np.isfinite(smoothed)]
         if len(finite) > 1 and finite[0] > finite.min():  # keep the diverging tail from flattening the curve
             span = finite[0] - finite.min()
@@ -86,4 +86,3 @@ def plot_result(
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         fig.savefig(path, dpi=120)
     return fig
-

@@ -22,7 +22,9 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("joint", "sequential")
 
 
-def joint_range_test(step_fn: StepFn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: LRFinderConfig, **kwargs: Any):
+def joint_range_test(
+    step_fn: StepFn, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: LRFinderConfig, **kwargs: Any
+):
     """
     All groups swept at once, each at its fixed ratio to group 0 (the ratios the optimizer's lrs have, e.g. from layer
     decay). Each group's suggestion is read off its own lr axis, so it is its ratio times the swept suggestion.
@@ -35,7 +37,9 @@ def _first_suggestion(suggestions: Mapping[str, float | None], method: str) -> f
         return suggestions[method]  # type: ignore[return-value]
     for name, value in suggestions.items():
         if value is not None:
-            logger.warning(f"{method!r} gave no suggestion for the head; warming it up at the {name!r} suggestion instead.")
+            logger.warning(
+                f"{method!r} gave no suggestion for the head; warming it up at the {name!r} suggestion instead."
+            )
             return value
     raise RuntimeError(
         "The head sweep gave no suggestion at all (too few points before it stopped); run more steps or lower end_lr."
@@ -92,22 +96,38 @@ def sequential_range_test(
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps ({warmup_steps}) must not be negative.")
     if not isinstance(config.start_lr, (int, float)):
-        raise ValueError("The sequential strategy takes one start_lr and one end_lr (floats); the group ratios come from the optimizer.")
+        raise ValueError(
+            "The sequential strategy takes one start_lr and one end_lr (floats); the group ratios come from the optimizer."
+        )
     base = [g["lr"] for g in groups]
 
     def ratio_bounds(mask: list[bool]) -> list[tuple[float, float]]:
         ref = next(lr for lr, m in zip(base, mask) if m)
         if ref <= 0:
             raise ValueError("Every swept param group needs a positive lr to take the group ratios from.")
-        return [(config.start_lr * lr / ref, config.end_lr * lr / ref) if m else (0.0, 0.0) for lr, m in zip(base, mask)]
+        return [
+            (config.start_lr * lr / ref, config.end_lr * lr / ref) if m else (0.0, 0.0) for lr, m in zip(base, mask)
+        ]
 
     if snapshot is None:
         snapshot = StateSnapshot(
-            model, optimizer, scheduler=scheduler, scaler=scaler, location=config.snapshot, directory=config.snapshot_dir
+            model,
+            optimizer,
+            scheduler=scheduler,
+            scaler=scaler,
+            location=config.snapshot,
+            directory=config.snapshot_dir,
         )
     original_state = {p: copy.deepcopy(optimizer.state[p]) for g in groups for p in g["params"] if p in optimizer.state}
     try:
-        head_curve = sweep(step_fn, optimizer, config, progress=progress, description="LR range test (head)", bounds=ratio_bounds(is_first))
+        head_curve = sweep(
+            step_fn,
+            optimizer,
+            config,
+            progress=progress,
+            description="LR range test (head)",
+            bounds=ratio_bounds(is_first),
+        )
         snapshot.restore()
         head_result = build_result({n: head_curve for n in head_curve.lrs if n in first}, config)
         head_lr = {n: _first_suggestion(head_result.suggestions[n], method) for n in head_result.groups}
@@ -126,7 +146,9 @@ def sequential_range_test(
                         optimizer.state[p] = copy.deepcopy(original_state[p])
         rest = [not f for f in is_first]
         bounds = [h if f else b for h, f, b in zip(held, is_first, ratio_bounds(rest))]
-        body_curve = sweep(step_fn, optimizer, config, progress=progress, description="LR range test (body)", bounds=bounds)
+        body_curve = sweep(
+            step_fn, optimizer, config, progress=progress, description="LR range test (body)", bounds=bounds
+        )
     finally:
         snapshot.restore()
         snapshot.close()

@@ -6,7 +6,8 @@ and raises `ValueError` unless `lrs` and `losses` are 1-D and of equal length.""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Sequence, Union
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -22,11 +23,12 @@ DEFAULT_SUGGESTER = "valley"
 
 
 def _curve(lrs: CurveLike, losses: CurveLike, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """`lrs` as float64 (a suggestion returns the exact rate that was applied) and `losses` as `dtype`."""
     arrays = []
-    for name, values in (("lrs", lrs), ("losses", losses)):
+    for name, values, kind in (("lrs", lrs, np.float64), ("losses", losses, dtype)):
         if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, recognised without importing torch
             values = values.detach().cpu().double().numpy()  # exact for float32; also takes bfloat16 and ints
-        arrays.append(np.asarray(values, dtype=dtype))
+        arrays.append(np.asarray(values, dtype=kind))
         if arrays[-1].ndim != 1:
             raise ValueError(f"{name} must be 1-D; got shape {arrays[-1].shape}. Pass one value per recorded step.")
     if len(arrays[0]) != len(arrays[1]):
@@ -50,7 +52,7 @@ def valley(lrs: CurveLike, losses: CurveLike) -> float | None:
     Returns:
         `float | None`: The suggestion, or `None` (with a warning) for an empty curve.
     """
-    lrs32, losses32 = _curve(lrs, losses)
+    lrs64, losses32 = _curve(lrs, losses)
     if len(losses32) == 0:
         logger.warning("valley: the curve is empty, so there is no learning rate to suggest; returning None.")
         return None
@@ -70,7 +72,7 @@ def valley(lrs: CurveLike, losses: CurveLike) -> float | None:
         if pos + 1 > best:
             best, max_end, max_start = pos + 1, i, i - (pos + 1)
     sections = (max_end - max_start) / 3
-    return float(lrs32[max_start + int(sections) + int(sections / 2)])
+    return float(lrs64[max_start + int(sections) + int(sections / 2)])
 
 
 def slide(
@@ -94,16 +96,16 @@ def slide(
     """
     if lr_diff < 0:
         raise ValueError(f"lr_diff ({lr_diff}) must be non-negative; pass the window width in points, e.g. 15.")
-    lrs32, losses32 = _curve(lrs, losses)
+    lrs64, losses32 = _curve(lrs, losses)
     n, needed = len(losses32), max(lr_diff + 1, 2)
     if n < needed:
-        logger.warning(f"slide: the curve has {n} points, fewer than the {needed} it needs; returning None.")
+        logger.warning(f"slide: the curve has {n} point(s), fewer than the {needed} it needs; returning None.")
         return None
     grads = np.gradient(losses32)
     right, left = -1, -1 - lr_diff
-    cand = lrs32[left]
+    cand = lrs64[left]
     while left >= -n and abs(grads[right] - grads[left]) > thresh:
-        cand = lrs32[left]
+        cand = lrs64[left]
         right, left = right - 1, left - 1
     return float(cand) * adjust_value
 
@@ -111,7 +113,8 @@ def slide(
 def steep(lrs: CurveLike, losses: CurveLike) -> float | None:
     """
     fastai's steepest-slope rule: `lrs[argmin(grads)]` (first minimum), where
-    `grads[i] = (losses[i + 1] - losses[i]) / (ln lrs[i + 1] - ln lrs[i])` for `i = 0 .. n - 2`.
+    `grads[i] = (losses[i + 1] - losses[i]) / (ln lrs[i + 1] - ln lrs[i])` for `i = 0 .. n - 2`. numpy's float32 log
+    can differ from torch's by an ulp, which can only matter between slopes that are equal in exact arithmetic.
 
     Args:
         lrs (`Sequence[float]`): Learning rates of the prepared curve.
@@ -120,14 +123,13 @@ def steep(lrs: CurveLike, losses: CurveLike) -> float | None:
     Returns:
         `float | None`: The suggestion, or `None` (with a warning) below 2 points.
     """
-    lrs32, losses32 = _curve(lrs, losses)
+    lrs64, losses32 = _curve(lrs, losses)
     if len(losses32) < 2:
-        logger.warning(f"steep: the curve has {len(losses32)} points, fewer than the 2 a slope needs; returning None.")
+        logger.warning(f"steep: the curve has {len(losses32)} point(s); a slope needs 2. Returning None.")
         return None
-    log_lrs = np.log(lrs32)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        grads = (losses32[1:] - losses32[:-1]) / (log_lrs[1:] - log_lrs[:-1])
-    return float(lrs32[int(np.argmin(grads))])
+    with np.errstate(divide="ignore", invalid="ignore"):  # equal or non-positive lrs give inf/NaN slopes, as in fastai
+        grads = (losses32[1:] - losses32[:-1]) / np.diff(np.log(lrs64.astype(np.float32)))
+    return float(lrs64[int(np.argmin(grads))])
 
 
 def minimum(lrs: CurveLike, losses: CurveLike) -> float | None:
@@ -141,11 +143,11 @@ def minimum(lrs: CurveLike, losses: CurveLike) -> float | None:
     Returns:
         `float | None`: The suggestion, or `None` (with a warning) for an empty curve.
     """
-    lrs32, losses32 = _curve(lrs, losses)
+    lrs64, losses32 = _curve(lrs, losses)
     if len(losses32) == 0:
         logger.warning("minimum: the curve is empty, so there is no learning rate to suggest; returning None.")
         return None
-    return float(lrs32[int(np.argmin(losses32))]) / 10
+    return float(lrs64[int(np.argmin(losses32))]) / 10
 
 
 SUGGESTERS: dict[str, Suggester] = {"valley": valley, "slide": slide, "steep": steep, "minimum": minimum}
@@ -242,8 +244,5 @@ def suggest_all(lrs: CurveLike, losses: CurveLike, methods: Methods) -> dict[str
         `dict[str, float | None]`: Each method's suggestion; `None` where the curve is too short for it.
     """
     lrs64, losses64 = _curve(lrs, losses, np.float64)
-    results: dict[str, float | None] = {}
-    for name, fn in resolve_suggesters(methods).items():
-        value = fn(lrs64, losses64)
-        results[name] = None if value is None else float(value)
-    return results
+    results = {name: fn(lrs64, losses64) for name, fn in resolve_suggesters(methods).items()}
+    return {name: None if value is None else float(value) for name, value in results.items()}

@@ -76,8 +76,10 @@ def assert_same_state(a, b):
 
 
 def two_group_optimizer(model, lr0=1e-3, ratio=0.1, names=None):
-    groups = [{"params": list(model[0].parameters()) + list(model[1].parameters()), "lr": lr0},
-              {"params": list(model[3].parameters()), "lr": lr0 * ratio}]
+    groups = [
+        {"params": list(model[0].parameters()) + list(model[1].parameters()), "lr": lr0},
+        {"params": list(model[3].parameters()), "lr": lr0 * ratio},
+    ]
     if names:
         for g, n in zip(groups, names):
             g["name"] = n
@@ -88,7 +90,9 @@ def test_exp_schedule_is_fastai_and_keeps_group_ratios():
     model = tiny_model()
     opt = two_group_optimizer(model, ratio=0.1)
     step, calls = make_step(model, opt, losses=[1.0] * 20)
-    result = range_test(step, model, opt, LRFinderConfig(start_lr=1e-4, end_lr=1.0, num_steps=20, skip_end=0), progress=False)
+    result = range_test(
+        step, model, opt, LRFinderConfig(start_lr=1e-4, end_lr=1.0, num_steps=20, skip_end=0), progress=False
+    )
     expected = [1e-4 * (1.0 / 1e-4) ** (i / 20) for i in range(20)]
     assert result.lrs["group_0"] == pytest.approx(expected, rel=1e-12)
     assert result.lrs["group_1"] == pytest.approx([0.1 * lr for lr in expected], rel=1e-12)
@@ -113,7 +117,9 @@ def test_smoothing_is_the_debiased_ema():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     raw = [3.0, 2.0, 2.5, 1.0, 1.5, 0.5, 0.7, 0.2]
     step, _ = make_step(model, opt, losses=raw)
-    result = range_test(step, model, opt, LRFinderConfig(num_steps=8, beta=0.9, check_every=3, diverge_threshold=None), progress=False)
+    result = range_test(
+        step, model, opt, LRFinderConfig(num_steps=8, beta=0.9, check_every=3, diverge_threshold=None), progress=False
+    )
     avg, expected = 0.0, []
     for t, loss in enumerate(raw, start=1):
         avg = 0.9 * avg + 0.1 * loss
@@ -140,7 +146,9 @@ def test_divergence_with_a_real_model_and_huge_end_lr():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     before = state_of(model, opt)
     step, _ = make_step(model, opt)
-    result = range_test(step, model, opt, LRFinderConfig(start_lr=1e-4, end_lr=1e6, num_steps=100, check_every=1), progress=False)
+    result = range_test(
+        step, model, opt, LRFinderConfig(start_lr=1e-4, end_lr=1e6, num_steps=100, check_every=1), progress=False
+    )
     assert result.stop_reason["all"] in ("diverged", "non_finite_loss")
     assert len(result.losses["all"]) < 100
     assert_same_state(before, state_of(model, opt))
@@ -246,9 +254,11 @@ def test_result_json_round_trip(tmp_path):
 
 def test_suggestion_errors_say_what_to_do():
     result = LRFinderResult(
-        lrs={"body": [1e-3], "head": [1e-2]}, losses={"body": [1.0], "head": [1.0]},
+        lrs={"body": [1e-3], "head": [1e-2]},
+        losses={"body": [1.0], "head": [1.0]},
         smoothed_losses={"body": [1.0], "head": [1.0]},
-        suggestions={"body": {"valley": None}, "head": {"valley": 1e-2}}, stop_reason={"body": "num_steps", "head": "num_steps"},
+        suggestions={"body": {"valley": None}, "head": {"valley": 1e-2}},
+        stop_reason={"body": "num_steps", "head": "num_steps"},
     )
     with pytest.raises(ValueError, match="pass group="):
         result.suggestion()
@@ -326,7 +336,9 @@ def test_custom_suggester_and_group_names():
     def last_lr(lrs, losses):
         return float(lrs[-1])
 
-    result = range_test(step, model, opt, LRFinderConfig(num_steps=20, suggest=["valley", last_lr], skip_end=0), progress=False)
+    result = range_test(
+        step, model, opt, LRFinderConfig(num_steps=20, suggest=["valley", last_lr], skip_end=0), progress=False
+    )
     assert result.suggestions["all"]["last_lr"] == result.lrs["all"][-1]
 
 

@@ -46,7 +46,9 @@ def test_sequential_keep_head_keeps_only_the_warmed_head():
     opt = two_group_optimizer(model, ratio=1.0, names=["body", "head"])
     before = state_of(model, opt)
     step, _ = make_step(model, opt)
-    sequential_range_test(step, model, opt, LRFinderConfig(num_steps=20, end_lr=1.0), warmup_steps=5, keep_head=True, progress=False)
+    sequential_range_test(
+        step, model, opt, LRFinderConfig(num_steps=20, end_lr=1.0), warmup_steps=5, keep_head=True, progress=False
+    )
     after = state_of(model, opt)
     assert not torch.equal(after[0]["3.weight"], before[0]["3.weight"])  # head moved
     for k in ("0.weight", "0.bias", "1.weight", "1.bias"):
