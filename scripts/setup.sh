@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Create (or reuse) the virtual environment .venv and install hf_lrfind with its test extras. Idempotent.
+# torch is installed first and pinned (TORCH_SPEC, default torch==2.13.0): an unpinned torch pulls a multi-GB CUDA
+# build on a CPU machine. On a GPU machine, install the torch you want first, or set TORCH_SPEC.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null
+if ! python -c "import torch" 2>/dev/null; then
+  python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+fi
+python -m pip install -q -e ".[test]"
+python -c "import torch, transformers, accelerate, hf_lrfind; print(f'hf_lrfind {hf_lrfind.__version__}: torch {torch.__version__}, transformers {transformers.__version__}, accelerate {accelerate.__version__}')"
