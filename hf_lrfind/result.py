@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import matplotlib.figure
+    import torch
 
 
 def _nan_to_none(values: list[float]) -> list[float | None]:
@@ -77,6 +78,25 @@ class LRFinderResult:
                 f"{method!r} gave no suggestion for group {group!r}: its curve has too few points ({len(self.lrs[group])} recorded); run more steps or lower skip_start/skip_end."
             )
         return value
+
+    def param_groups(
+        self, model: torch.nn.Module, method: str = "valley", *, weight_decay: float = 0.0, **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        """
+        Optimizer param groups carrying each group's suggested learning rate, with the Trainer's weight-decay split,
+        ready for `torch.optim.AdamW(...)` and `Trainer(optimizers=(optimizer, None))`; see
+        [`hf_lrfind.groups.param_groups_from_result`], which takes the further keyword arguments (`groups`,
+        `no_decay`, `loading_info`, `layer_decay`, `optimizer`).
+
+        Example:
+
+        ```python
+        >>> optimizer = torch.optim.AdamW(result.param_groups(model, "valley", weight_decay=0.01))
+        ```
+        """
+        from .groups import param_groups_from_result
+
+        return param_groups_from_result(self, model, method, weight_decay=weight_decay, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; non-finite losses become `None`."""
