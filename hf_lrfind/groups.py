@@ -7,6 +7,7 @@ Imports only torch at module level; transformers and peft are imported inside th
 from __future__ import annotations
 
 import fnmatch
+import inspect
 import logging
 import re
 from collections import defaultdict
@@ -588,3 +589,54 @@ def param_groups_from_result(
     lrs = {g: result.suggestion(method, g) for g in mapping}
     logger.info(f"Suggested learning rates ({method}): {', '.join(f'{g}={lr:.3g}' for g, lr in lrs.items())}")
     return build_param_groups(model, mapping, lrs, weight_decay=weight_decay, no_decay=no_decay)
+
+
+DEFAULT_JOINT_RATIOS = {"head": 1.0, "adapter": 1.0, "body": 0.1}
+
+
+def regroup_optimizer(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    groups: str | Mapping[str, str | Sequence[str]] = "auto",
+    *,
+    ratios: Mapping[str, float] | None = None,
+    layer_decay: float | None = None,
+    loading_info: Mapping[str, Any] | None = None,
+    weight_decay: float | None = None,
+    no_decay: Collection[str] | None = None,
+) -> tuple[torch.optim.Optimizer, dict[str, list[str]]]:
+    """
+    A new optimizer of the same class and defaults as `optimizer`, over named groups, for a per-group sweep. The user's
+    optimizer is not touched.
+
+    Each group's lr is the lr of `optimizer`'s first param group times its ratio: `ratios` when given, else the layer
+    decay ratios with `layer_decay`, else [`DEFAULT_JOINT_RATIOS`] (body at a tenth of the head) for the groups it
+    names and 1.0 for others. Only the joint strategy reads the ratios; the sequential one sweeps each group on its own.
+
+    Returns:
+        `tuple[torch.optim.Optimizer, dict[str, list[str]]]`: the optimizer and the group -> parameter-names mapping.
+    """
+    mapping = detect_groups(model, groups, loading_info=loading_info, layer_decay=layer_decay, optimizer=optimizer)
+    if ratios is None:
+        ratios = layer_decay_ratios(mapping, layer_decay) if layer_decay is not None else {}
+        ratios = {g: ratios.get(g, DEFAULT_JOINT_RATIOS.get(g, 1.0)) for g in mapping}
+    missing = [g for g in mapping if g not in ratios]
+    if missing:
+        raise ValueError(f"ratios has no value for the groups {missing}; give one ratio per group of {list(mapping)}.")
+    base = optimizer.param_groups[0]["lr"]
+    defaults = dict(optimizer.defaults)
+    if weight_decay is None:
+        weight_decay = defaults.get("weight_decay", 0.0)
+    param_groups = build_param_groups(
+        model, mapping, {g: base * ratios[g] for g in mapping}, weight_decay=weight_decay, no_decay=no_decay
+    )
+    cls = type(getattr(optimizer, "optimizer", optimizer))  # accelerate's AcceleratedOptimizer wraps the real one
+    # Pass the hyperparameters the constructor takes (AdamW's defaults hold keys its __init__ refuses), then give
+    # every group the rest of the user's defaults, as torch's add_param_group would.
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {k: v for k, v in defaults.items() if k in accepted and k not in ("lr", "weight_decay")}
+    new = cls(param_groups, **kwargs)
+    for group in new.param_groups:
+        for key, value in defaults.items():
+            group.setdefault(key, value)
+    return new, mapping

@@ -159,3 +159,27 @@ def sequential_range_test(
     curves = {n: (head_curve if n in first else body_curve) for n in dict.fromkeys(names)}
     meta = {"strategy": "sequential", "warmup_steps": warmup_steps, "head_lr": head_lr, **(metadata or {})}
     return build_result(curves, config, meta)
+
+
+def run_strategy(
+    strategy: str,
+    step_fn: StepFn,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: LRFinderConfig,
+    *,
+    groups: Mapping[str, list[str]] | None = None,
+    **kwargs: Any,
+):
+    """
+    Dispatch to [`joint_range_test`] or [`sequential_range_test`], and store the group -> parameter-names mapping in
+    `result.metadata["groups"]` (so that `result.param_groups(model)` can rebuild the groups later).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy ({strategy!r}) must be one of {STRATEGIES}.")
+    metadata = {**(kwargs.pop("metadata", None) or {}), "strategy": strategy}
+    if groups is not None:
+        metadata["groups"] = {g: list(names) for g, names in groups.items()}
+    if strategy == "joint":
+        return joint_range_test(step_fn, model, optimizer, config, metadata=metadata, **kwargs)
+    return sequential_range_test(step_fn, model, optimizer, config, metadata=metadata, **kwargs)

@@ -63,3 +63,77 @@ def test_sequential_needs_a_head_and_a_body():
     with pytest.raises(ValueError, match="groups='auto'"):
         sequential_range_test(step, model, opt, LRFinderConfig(num_steps=10), progress=False)
     assert calls == []
+
+
+def tiny_bert(seed=0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+        num_labels=2,
+    )
+    return BertForSequenceClassification(config)
+
+
+def bert_step(model, optimizer):
+    g = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(0, 64, (8, 12), generator=g), "labels": torch.randint(0, 2, (8,), generator=g)}
+
+    def step():
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        from hf_lrfind import StepOutput
+
+        return StepOutput(loss.detach())
+
+    return step
+
+
+@pytest.mark.parametrize("strategy", ["joint", "sequential"])
+def test_regrouped_optimizer_runs_each_strategy_and_the_result_rebuilds_the_groups(strategy):
+    from hf_lrfind.groups import regroup_optimizer
+    from hf_lrfind.strategies import run_strategy
+
+    model = tiny_bert()
+    user_opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    opt, groups = regroup_optimizer(model, user_opt, "auto")
+    assert [g["name"] for g in opt.param_groups] == ["head", "head", "body", "body"]  # decay / no-decay in each
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([2e-3, 2e-3, 2e-4, 2e-4])
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.01, 0.0, 0.01, 0.0]
+    assert groups["head"] == ["classifier.weight", "classifier.bias"]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = run_strategy(
+        strategy,
+        bert_step(model, opt),
+        model,
+        opt,
+        LRFinderConfig(num_steps=20, end_lr=1.0),
+        groups=groups,
+        progress=False,
+    )
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert result.groups == ["head", "body"] and result.metadata["strategy"] == strategy
+    assert result.metadata["groups"] == groups
+    rebuilt = result.param_groups(model, "minimum", weight_decay=0.01)
+    assert {g["name"]: g["lr"] for g in rebuilt} == {g: result.suggestion("minimum", g) for g in ("head", "body")}
+    if strategy == "joint":
+        assert result.suggestion("minimum", "body") == pytest.approx(0.1 * result.suggestion("minimum", "head"))
+
+
+def test_run_strategy_refuses_an_unknown_strategy():
+    from hf_lrfind.strategies import run_strategy
+
+    model = tiny_model()
+    opt = two_group_optimizer(model, names=["body", "head"])
+    step, calls = make_step(model, opt)
+    with pytest.raises(ValueError, match="must be one of"):
+        run_strategy("greedy", step, model, opt, LRFinderConfig(num_steps=10), progress=False)
+    assert calls == []
