@@ -3,8 +3,11 @@
 import logging
 
 from .config import LRFinderConfig
+from .data import causal_lm_batches, load_sample_text, masked_lm_batches, seq_cls_batches, train_tokenizer
 from .engine import StepOutput, range_test, sweep
+from .groups import build_param_groups, detect_groups, layer_decay_ratios, param_groups_from_result
 from .result import LRFinderResult
+from .runner import AccelerateStateSnapshot, LRFinder
 from .state import StateSnapshot
 from .suggest import SUGGESTERS, minimum, prepare_curve, slide, steep, valley
 
@@ -14,6 +17,17 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "SUGGESTERS",
+    "AccelerateStateSnapshot",
+    "LRFinder",
+    "build_param_groups",
+    "causal_lm_batches",
+    "detect_groups",
+    "layer_decay_ratios",
+    "load_sample_text",
+    "masked_lm_batches",
+    "param_groups_from_result",
+    "seq_cls_batches",
+    "train_tokenizer",
     "LRFinderConfig",
     "LRFinderResult",
     "StateSnapshot",

@@ -129,7 +129,7 @@ def sweep(
             bar.update(1)
             if recorder.append(out.loss):
                 break
-            if len(recorder.losses) and len(recorder.losses) % config.check_every == 0:
+            if step % config.check_every == 0:  # the recorder has just read the losses back
                 bar.set_postfix(lr=f"{lrs[0]:.2e}", loss=f"{recorder.smoothed[-1]:.4g}", refresh=False)
         recorder.check()
     finally:

@@ -1,0 +1,8 @@
+"""`python -m hf_lrfind`: the `hf-lrfind` command line."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

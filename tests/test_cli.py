@@ -1,0 +1,150 @@
+"""The `hf-lrfind` command line: the embedded default in-process and as a subprocess, local data, bad input."""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+
+import datasets
+import pytest
+from accelerate.state import AcceleratorState, GradientState
+from transformers import GPT2Config
+
+from hf_lrfind import LRFinderResult
+from hf_lrfind.cli import main
+from hf_lrfind.data import load_sample_text, train_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path, monkeypatch):
+    """A blank accelerate state per run of main(), and the datasets cache inside tmp_path."""
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "datasets_cache"))
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return train_tokenizer(load_sample_text(), vocab_size=300)
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    path = tmp_path / "reviews.csv"
+    texts = load_sample_text()[:24]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for i, text in enumerate(texts):
+            writer.writerow([text, "pos" if i % 2 else "neg"])
+    return str(path)
+
+
+def config_folder(path, tokenizer, pad=True):
+    """A GPT-2-style config.json (random init) with its tokenizer saved next to it."""
+    config = GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=len(tokenizer), n_positions=128)
+    config.bos_token_id = config.eos_token_id = tokenizer.eos_token_id
+    config.save_pretrained(path)
+    if not pad:
+        tokenizer = tokenizer.__class__(tokenizer_object=tokenizer.backend_tokenizer, eos_token=tokenizer.eos_token)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_embedded_default_in_process(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--num-steps", "20", "--output-dir", str(out), "--no-progress"]) == 0
+    assert sorted(os.listdir(out)) == ["lr_find.json", "lr_find.png"]
+    result = LRFinderResult.load(out / "lr_find.json")
+    assert result.groups == ["all"] and 0 < len(result.losses["all"]) <= 20
+    assert result.metadata["tokens_seen"] == result.metadata["steps_run"] * 8 * 128
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith(f"LR range test: {result.metadata['steps_run']} of 20 steps")
+    assert lines[1].split() == ["group", "valley", "slide", "steep", "minimum"]
+    assert lines[2].split()[0] == "all" and len(lines[2].split()) == 5
+    valley = result.suggestions["all"]["valley"]
+    assert lines[2].split()[1] == (f"{valley:.2e}" if valley is not None else "-")
+    assert lines[-1] == f"Wrote {out / 'lr_find.json'} and {out / 'lr_find.png'}"
+
+
+def test_embedded_default_as_a_subprocess(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "hf_lrfind", "--num-steps", "10", "--output-dir", "out", "--suggest", "valley"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[1].split() == ["group", "valley"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["lr_find.json", "lr_find.png"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # nothing cached or written anywhere else in the working folder
+
+
+def test_console_script_is_installed():
+    script = os.path.join(os.path.dirname(sys.executable), "hf-lrfind")
+    if not os.path.exists(script):
+        pytest.skip(f"no hf-lrfind console script next to {sys.executable}: the package is not installed here")
+    proc = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--num-steps" in proc.stdout
+
+
+def test_local_csv_classification_with_a_config_folder(tmp_path, tokenizer, csv_file, capsys):
+    folder = config_folder(tmp_path / "model", tokenizer)
+    args = ["--config", folder, "--dataset", csv_file, "--num-steps", "6", "--batch-size", "4", "--max-length", "32"]
+    assert main([*args, "--output-dir", str(tmp_path / "out"), "--no-progress", "--grad-accum", "2"]) == 0
+    result = LRFinderResult.load(tmp_path / "out" / "lr_find.json")
+    assert result.metadata["grad_accum_steps"] == 2 and len(result.losses["all"]) == 6
+    assert "group" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "make_args, message",
+    [
+        (lambda d: ["--dataset", str(d["tmp"] / "missing.csv")], "missing.csv: no such file"),
+        (lambda d: ["--dataset", d["csv"], "--text-column", "body"], "Column 'body' is not in the dataset"),
+        (lambda d: ["--dataset", d["csv"], "--task", "seq-cls", "--label-column", "y"], "pass --label-column"),
+        (lambda d: ["--config", d["model"], "--task", "masked-lm"], "gpt2 models have no masked-lm head"),
+        (
+            lambda d: ["--config", d["no_pad"], "--dataset", d["csv"], "--task", "seq-cls"],
+            "no pad token.*tokenizer.pad_token = tokenizer.eos_token",
+        ),
+        (lambda d: ["--config", d["model"], "--block-size", "256"], "--block-size 128 or less"),
+        (lambda d: ["--config", str(d["tmp"] / "nothing")], "--config .*: no such file or folder"),
+        (lambda d: ["--model", str(d["tmp"] / "nothing")], "--model .*nothing"),
+        (lambda d: ["--start-lr", "1", "--end-lr", "0.1"], r"start_lr \(1.0\) must be smaller than end_lr \(0.1\)"),
+        (lambda d: ["--suggest", "valley,best"], "best"),
+        (lambda d: ["--mode", "cubic"], "invalid choice: 'cubic'"),
+        (lambda d: ["--batch-size", "0"], "must be a positive integer"),
+        (lambda d: ["--model", "a", "--config", "b"], "not allowed with argument"),
+    ],
+    ids=[
+        "missing_file",
+        "unknown_text_column",
+        "unknown_label_column",
+        "no_loss_for_task",
+        "no_pad_token",
+        "block_too_long",
+        "missing_config",
+        "missing_model",
+        "lr_order",
+        "unknown_suggester",
+        "bad_choice",
+        "bad_int",
+        "model_and_config",
+    ],
+)
+def test_bad_input_is_one_line_and_exit_status_2(make_args, message, tmp_path, tokenizer, csv_file, capsys):
+    where = {
+        "tmp": tmp_path,
+        "csv": csv_file,
+        "model": config_folder(tmp_path / "model", tokenizer),
+        "no_pad": config_folder(tmp_path / "no_pad", tokenizer, pad=False),
+    }
+    status = main([*make_args(where), "--num-steps", "5", "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    captured = capsys.readouterr()
+    assert status == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hf-lrfind: error: "), captured.err
+    assert re.search(message, lines[0]), lines[0]
+    assert not (tmp_path / "out").exists()
