@@ -10,6 +10,7 @@ from .result import LRFinderResult
 from .runner import AccelerateStateSnapshot, LRFinder
 from .state import StateSnapshot
 from .suggest import SUGGESTERS, minimum, prepare_curve, slide, steep, valley
+from .trainer import LRFinderCallback, apply_result, find_lr
 
 __version__ = "0.1.0"
 
@@ -19,6 +20,9 @@ __all__ = [
     "SUGGESTERS",
     "AccelerateStateSnapshot",
     "LRFinder",
+    "LRFinderCallback",
+    "apply_result",
+    "find_lr",
     "build_param_groups",
     "causal_lm_batches",
     "detect_groups",

@@ -98,6 +98,12 @@ class LRFinderResult:
 
         return param_groups_from_result(self, model, method, weight_decay=weight_decay, **kwargs)
 
+    def apply(self, trainer: Any, method: str = "valley") -> None:
+        """Set the trainer's learning rate(s) to the suggestions; see [`hf_lrfind.trainer.apply_result`]."""
+        from .trainer import apply_result
+
+        apply_result(self, trainer, method)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; non-finite losses become `None`."""
         out = asdict(self)

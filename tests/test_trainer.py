@@ -1,0 +1,220 @@
+"""The Trainer adapter: find_lr and LRFinderCallback run through the Trainer's own training step."""
+
+import os
+
+import pytest
+import torch
+from torch.utils.data import Dataset, SequentialSampler
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2LMHeadModel,
+    Trainer,
+    TrainingArguments,
+)
+
+from hf_lrfind import LRFinderCallback, find_lr
+
+
+class Tokens(Dataset):
+    def __init__(self, n=64, length=12, vocab=64, kind="cls", seed=0):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = torch.randint(0, vocab, (n, length), generator=g)
+        self.labels = (self.ids[:, 0] % 2) if kind == "cls" else self.ids
+        self.kind = kind
+
+    def __len__(self):
+        return len(self.ids)
+
+    def __getitem__(self, i):
+        return {"input_ids": self.ids[i], "labels": self.labels[i]}
+
+
+class InOrder(Trainer):
+    """Same data order whatever the batch size: GA 2 x 4 sees what 1 x 8 sees."""
+
+    def _get_train_sampler(self, *args, **kwargs):
+        return SequentialSampler(self.train_dataset)
+
+
+def bert(seed=0, dropout=0.1):
+    torch.manual_seed(seed)
+    cfg = BertConfig(
+        vocab_size=64,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=16,
+        num_labels=2,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    return BertForSequenceClassification(cfg)
+
+
+def gpt2(seed=0):
+    torch.manual_seed(seed)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=16))
+
+
+def make_trainer(tmp_path, model=None, cls=Trainer, data=None, optimizers=(None, None), callbacks=None, **kw):
+    defaults = dict(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        report_to="none",
+        per_device_train_batch_size=8,
+        max_steps=6,
+        learning_rate=1e-3,
+        seed=0,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+    )
+    defaults.update(kw)
+    args = TrainingArguments(**defaults)
+    return cls(
+        model=model if model is not None else bert(),
+        args=args,
+        train_dataset=data or Tokens(),
+        optimizers=optimizers,
+        callbacks=callbacks,
+    )
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def train_losses(trainer):
+    trainer.train()
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def test_applied_lrs_follow_the_sweep_in_every_group(tmp_path):
+    model = bert()
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
+    opt = torch.optim.AdamW([{"params": body, "lr": 1e-4}, {"params": head, "lr": 1e-3}])
+    seen = []
+    original = opt.step
+
+    def recording_step(*args, **kwargs):
+        seen.append([g["lr"] for g in opt.param_groups])
+        return original(*args, **kwargs)
+
+    opt.step = recording_step
+    trainer = make_trainer(tmp_path, model, optimizers=(opt, None))
+    result = find_lr(trainer, num_steps=12, end_lr=1.0, save_to=None)
+    assert [s[0] for s in seen[:12]] == result.lrs["group_0"]
+    assert [s[1] for s in seen[:12]] == pytest.approx([10 * lr for lr in result.lrs["group_0"]])
+    assert result.lrs["group_0"][:2] == [1e-7, 1e-7 * (1e7) ** (1 / 12)]
+    assert trainer.state.global_step == 0
+
+
+def test_grad_accumulation_gives_the_same_curve(tmp_path):
+    curves = []
+    for bs, ga in ((8, 1), (4, 2)):
+        # no dropout: its random draws depend on the micro-batch shape
+        trainer = make_trainer(
+            tmp_path / f"{ga}",
+            model=bert(dropout=0.0),
+            cls=InOrder,
+            per_device_train_batch_size=bs,
+            gradient_accumulation_steps=ga,
+            max_grad_norm=0.0,
+        )
+        curves.append(find_lr(trainer, num_steps=10, end_lr=1e-2, save_to=None).losses["all"])
+    assert curves[0] == pytest.approx(curves[1], rel=1e-5)
+
+
+def test_find_lr_then_train_is_train_alone(tmp_path):
+    alone = make_trainer(tmp_path / "a")
+    alone_losses = train_losses(alone)
+    trainer = make_trainer(tmp_path / "b")
+    result = find_lr(trainer, num_steps=10)
+    assert os.path.exists(tmp_path / "b" / "lr_find.json") and os.path.exists(tmp_path / "b" / "lr_find.png")
+    assert result.metadata["steps_run"] == 10
+    assert train_losses(trainer) == alone_losses
+    assert_same(weights(alone.model), weights(trainer.model))
+
+
+def test_callback_stop_leaves_everything_and_a_later_train_is_train_alone(tmp_path):
+    alone = make_trainer(tmp_path / "a")
+    alone_losses = train_losses(alone)
+    finder = LRFinderCallback(num_steps=10, save_to=None)
+    trainer = make_trainer(tmp_path / "b", callbacks=[finder])
+    before = weights(trainer.model)
+    trainer.train()
+    assert finder.result is not None and trainer.state.global_step == 0
+    assert_same(before, weights(trainer.model))
+    assert not [h for h in trainer.state.log_history if "loss" in h]  # the stop step logged nothing
+    assert train_losses(trainer) == alone_losses  # the callback swept once; this train() trains
+    assert_same(weights(alone.model), weights(trainer.model))
+
+
+def test_callback_train_is_plain_training_at_the_suggestion(tmp_path):
+    finder = LRFinderCallback(then="train", num_steps=10, save_to=None)
+    trainer = make_trainer(tmp_path / "b", callbacks=[finder])
+    losses = train_losses(trainer)
+    lr = finder.result.suggestion("valley")
+    plain = make_trainer(tmp_path / "a", learning_rate=lr)
+    assert train_losses(plain) == losses
+    assert_same(weights(plain.model), weights(trainer.model))
+
+
+def test_divergence_stops_the_sweep(tmp_path):
+    trainer = make_trainer(tmp_path, model=gpt2(), data=Tokens(kind="lm"))
+    result = find_lr(trainer, num_steps=100, start_lr=1e-3, end_lr=1e5, check_every=1, save_to=None)
+    assert result.stop_reason["all"] in ("diverged", "non_finite_loss")
+    assert len(result.losses["all"]) < 100
+
+
+def test_bf16_on_cpu(tmp_path):
+    trainer = make_trainer(tmp_path, model=gpt2(), data=Tokens(kind="lm"), bf16=True)
+    before = weights(trainer.model)
+    result = find_lr(trainer, num_steps=10, save_to=None)
+    assert len(result.losses["all"]) == 10 and all(torch.isfinite(torch.tensor(result.losses["all"])))
+    assert_same(before, weights(trainer.model))
+
+
+def test_groups_auto_sequential_gives_head_and_body(tmp_path):
+    trainer = make_trainer(tmp_path, weight_decay=0.01)
+    before = weights(trainer.model)
+    result = find_lr(trainer, groups="auto", num_steps=12, end_lr=1.0, save_to=None)
+    assert result.groups == ["head", "body"] and result.metadata["strategy"] == "sequential"
+    assert result.metadata["groups"]["head"] == ["classifier.weight", "classifier.bias"]
+    assert_same(before, weights(trainer.model))
+    result.apply(trainer, "minimum")
+    assert {g["name"]: g["lr"] for g in trainer.optimizer.param_groups} == {
+        g: result.suggestion("minimum", g) for g in ("head", "body")
+    }
+    trainer.train()  # trains with the per-group optimizer
+
+
+def test_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="then"):
+        LRFinderCallback(then="continue")
+    with pytest.raises(ValueError, match="method"):
+        LRFinderCallback(method="valley", suggest=["steep"])
+    with pytest.raises(TypeError, match="always stops"):
+        find_lr(make_trainer(tmp_path), then="train")
+
+
+def test_model_without_loss_is_refused_and_left_unchanged(tmp_path):
+    class NoLabels(Tokens):
+        def __getitem__(self, i):
+            return {"input_ids": self.ids[i]}
+
+    trainer = make_trainer(tmp_path, data=NoLabels())
+    before = weights(trainer.model)
+    with pytest.raises(ValueError, match="did not return a loss"):
+        find_lr(trainer, num_steps=5, save_to=None)
+    assert_same(before, weights(trainer.model))
