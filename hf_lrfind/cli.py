@@ -86,7 +86,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_group_options(parser: argparse.ArgumentParser) -> None:
-    """Place of the discriminative-rates options (`--groups`, `--strategy`, `--layer-decay`); see `_param_groups`."""
+    """The discriminative-rates options: one curve and suggestion per parameter group."""
+    groups = parser.add_argument_group("parameter groups")
+    groups.add_argument(
+        "--groups",
+        choices=("none", "auto"),
+        default="none",
+        help="auto: head (new), body (pretrained), adapter (LoRA), each with its own curve",
+    )
+    groups.add_argument(
+        "--strategy",
+        choices=("joint", "sequential"),
+        help="default: sequential for --groups auto, joint with --layer-decay",
+    )
+    groups.add_argument(
+        "--layer-decay", type=float, help="per-layer groups, each layer's lr this fraction of the one above (joint)"
+    )
 
 
 def _param_groups(model: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -349,7 +364,12 @@ def run(args: argparse.Namespace) -> int:
         max_grad_norm=args.max_grad_norm or None,
         progress=not args.no_progress,
     )
-    result = finder.range_test(loader, config=config, grad_accum_steps=args.grad_accum, output_dir=args.output_dir)
+    grouping = {}
+    if args.groups == "auto" or args.layer_decay is not None:
+        grouping = {"groups": "auto", "strategy": args.strategy, "layer_decay": args.layer_decay}
+    result = finder.range_test(
+        loader, config=config, grad_accum_steps=args.grad_accum, output_dir=args.output_dir, **grouping
+    )
     if accelerator.is_main_process:
         print(_summary(result, args.output_dir))
     return 0

@@ -8,6 +8,7 @@ step, and hands it to [`hf_lrfind.engine.range_test`], which snapshots, sweeps, 
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import gc
 import logging
@@ -21,9 +22,9 @@ import torch
 
 from .config import LRFinderConfig, LRSpec
 from .engine import StepOutput
-from .engine import range_test as engine_range_test
 from .result import LRFinderResult
 from .state import StateSnapshot, rng_state, set_rng_state
+from .strategies import default_strategy, run_strategy
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -331,6 +332,7 @@ class LRFinder:
         self.model, self.optimizer, self.accelerator = model, optimizer, accelerator
         self.loss_fn, self.max_grad_norm, self.progress = loss_fn, max_grad_norm, progress
         self.result: LRFinderResult | None = None
+        self._strategy: tuple[str, dict[str, Any]] = ("joint", {})  # one sweep over the optimizer's own groups
 
     def _is_prepared(self) -> bool:
         acc = self.accelerator
@@ -489,6 +491,12 @@ class LRFinder:
         grad_accum_steps: int | None = None,
         config: LRFinderConfig | None = None,
         output_dir: str | os.PathLike | None = None,
+        groups: str | Mapping[str, Any] | None = None,
+        strategy: Literal["joint", "sequential"] | None = None,
+        method: str = "valley",
+        layer_decay: float | None = None,
+        ratios: Mapping[str, float] | None = None,
+        loading_info: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> LRFinderResult:
         """
@@ -516,6 +524,17 @@ class LRFinder:
                 All options in one object, instead of keywords.
             output_dir (`str`, *optional*):
                 If given, the main process writes `lr_find.json` and `lr_find.png` there.
+            groups (`str` or `Mapping`, *optional*):
+                `"auto"` or explicit groups (see [`hf_lrfind.detect_groups`]): one curve and suggestion per group,
+                swept with a new optimizer of your optimizer's class and defaults over those groups (yours is not
+                touched). By default the optimizer's own param groups are swept together.
+            strategy (`str`, *optional*):
+                `"sequential"` (the default for `groups="auto"`: head first, then body) or `"joint"` (fixed ratios).
+            method (`str`, *optional*, defaults to `"valley"`):
+                The rule whose head suggestion the sequential strategy trains the head at.
+            layer_decay, ratios, loading_info (*optional*):
+                Per-layer groups at this ratio; each group's ratio to the head in a joint sweep; the dict from
+                `from_pretrained(..., output_loading_info=True)` whose missing keys are the head.
             options:
                 The other fields of [`LRFinderConfig`] (`beta`, `diverge_threshold`, `check_every`, `suggest`, ...).
 
@@ -529,6 +548,19 @@ class LRFinder:
         """
         explicit = {"start_lr": start_lr, "end_lr": end_lr, "num_steps": num_steps, "mode": mode}
         config = self._config(config, explicit, options)
+        if groups is not None:
+            return self._grouped_range_test(
+                dataloader,
+                config,
+                grad_accum_steps,
+                output_dir,
+                groups,
+                strategy,
+                method,
+                layer_decay,
+                ratios,
+                loading_info,
+            )
         grad_accum_steps = self._grad_accum(grad_accum_steps)
         _check_not_empty(dataloader)
         acc = self.accelerator
@@ -573,12 +605,13 @@ class LRFinder:
                 batches = _cycle(loader)
                 try:
                     step = self._step_fn(model, optimizer, batches, grad_accum_steps)
-                    # One sweep over the optimizer's groups; the group strategies (run_strategy) plug in here.
-                    result = engine_range_test(
+                    result = run_strategy(
+                        self._strategy[0],
                         step,
                         model,
                         raw_optimizer,
                         config,
+                        **self._strategy[1],
                         scaler=acc.scaler,
                         snapshot=snapshot,
                         progress=self.progress and acc.is_main_process,
@@ -603,6 +636,42 @@ class LRFinder:
             result.plot(os.path.join(output_dir, "lr_find.png"))
         self.result = result
         return result
+
+    def _grouped_range_test(
+        self,
+        dataloader,
+        config,
+        grad_accum_steps,
+        output_dir,
+        groups,
+        strategy,
+        method,
+        layer_decay,
+        ratios,
+        loading_info,
+    ) -> LRFinderResult:
+        """A range test on a new optimizer over named groups (the user's optimizer is left alone)."""
+        from .groups import regroup_optimizer
+
+        acc = self.accelerator
+        prepared = self._is_prepared()
+        raw = self.optimizer.optimizer if _is_accelerated(self.optimizer) else self.optimizer
+        grouped, mapping = regroup_optimizer(
+            acc.unwrap_model(self.model), raw, groups, ratios=ratios, layer_decay=layer_decay, loading_info=loading_info
+        )
+        if strategy is None:
+            strategy = default_strategy(groups, layer_decay, mapping)
+        finder = copy.copy(self)
+        finder.optimizer = acc.prepare_optimizer(grouped) if prepared else grouped
+        extra = {"method": method} if strategy == "sequential" else {}
+        finder._strategy = (strategy, {"groups": mapping, **extra})
+        try:
+            self.result = finder.range_test(
+                dataloader, config=config, grad_accum_steps=grad_accum_steps, output_dir=output_dir
+            )
+        finally:
+            _remove(acc._optimizers, finder.optimizer)
+        return self.result
 
 
 def _loss(outputs: Any, batch: Any, loss_fn: Callable[[Any, Any], torch.Tensor] | None) -> torch.Tensor:

@@ -161,6 +161,13 @@ def sequential_range_test(
     return build_result(curves, config, meta)
 
 
+def default_strategy(groups: Any, layer_decay: float | None, mapping: Mapping[str, Any] | None) -> str:
+    """`"sequential"` for `groups="auto"` when there is a head and something else to sweep, `"joint"` otherwise."""
+    if groups == "auto" and layer_decay is None and mapping and "head" in mapping and len(mapping) > 1:
+        return "sequential"
+    return "joint"
+
+
 def run_strategy(
     strategy: str,
     step_fn: StepFn,

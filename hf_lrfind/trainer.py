@@ -21,7 +21,7 @@ from .config import LRFinderConfig
 from .engine import StepOutput
 from .result import LRFinderResult
 from .state import StateSnapshot
-from .strategies import run_strategy
+from .strategies import default_strategy, run_strategy
 
 if TYPE_CHECKING:
     from transformers import Trainer
@@ -121,9 +121,7 @@ def _sweep(callback: LRFinderCallback, trainer: Trainer, model: torch.nn.Module,
             no_decay=no_decay_names(unwrapped, trainer),
         )
         optimizer = accelerator.prepare_optimizer(optimizer)
-    strategy = callback.strategy or (
-        "sequential" if callback.groups == "auto" and callback.layer_decay is None else "joint"
-    )
+    strategy = callback.strategy or default_strategy(callback.groups, callback.layer_decay, groups)
     # Models that take **kwargs make the Trainer treat their loss as normalised over the accumulated batch and the
     # processes (the logged loss is then summed over micro-batches and multiplied by the world size). Per-micro-batch
     # means divided by the accumulation steps sum to the step's mean loss instead.

@@ -98,6 +98,26 @@ def test_local_csv_classification_with_a_config_folder(tmp_path, tokenizer, csv_
     assert "group" in capsys.readouterr().out
 
 
+def test_groups_auto_on_a_classifier_sweeps_head_then_body(tmp_path, tokenizer, csv_file, capsys):
+    folder = config_folder(tmp_path / "model", tokenizer)
+    args = ["--config", folder, "--dataset", csv_file, "--task", "seq-cls", "--num-steps", "12", "--batch-size", "4"]
+    assert (
+        main([*args, "--max-length", "32", "--groups", "auto", "--output-dir", str(tmp_path / "out"), "--no-progress"])
+        == 0
+    )
+    result = LRFinderResult.load(tmp_path / "out" / "lr_find.json")
+    assert result.groups == ["head", "body"] and result.metadata["strategy"] == "sequential"
+    out = capsys.readouterr().out
+    assert re.search(r"^head ", out, re.M) and re.search(r"^body ", out, re.M)
+
+
+def test_layer_decay_gives_one_group_per_layer(tmp_path):
+    assert main(["--num-steps", "12", "--layer-decay", "0.5", "--output-dir", str(tmp_path), "--no-progress"]) == 0
+    result = LRFinderResult.load(tmp_path / "lr_find.json")
+    assert result.groups == ["layer_1", "layer_0", "embeddings"] and result.metadata["strategy"] == "joint"
+    assert result.lrs["layer_0"][0] == pytest.approx(0.5 * result.lrs["layer_1"][0])
+
+
 @pytest.mark.parametrize(
     "make_args, message",
     [

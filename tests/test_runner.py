@@ -443,3 +443,39 @@ def test_result_json_has_the_runner_metadata(tmp_path):
     result.save(tmp_path / "r.json")
     meta = json.loads((tmp_path / "r.json").read_text())["metadata"]
     assert meta["distributed_type"] == "NO" and meta["grad_accum_steps"] == 1 and meta["device"] == "cpu"
+
+
+@pytest.mark.parametrize("prepared", [False, True])
+@pytest.mark.parametrize("strategy", ["joint", "sequential"])
+def test_groups_auto_gives_one_curve_per_group_and_leaves_the_user_optimizer(prepared, strategy):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        cfg = BertConfig(
+            vocab_size=VOCAB,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=SEQ,
+            num_labels=2,
+        )
+        model = BertForSequenceClassification(cfg)
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        {"input_ids": torch.randint(0, VOCAB, (4, SEQ), generator=g), "labels": torch.randint(0, 2, (4,), generator=g)}
+        for _ in range(3)
+    ]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    accelerator = Accelerator(cpu=True)
+    if prepared:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    before = snapshot_of(model, optimizer)
+    result = LRFinder(model, optimizer, accelerator=accelerator, progress=False).range_test(
+        batches, num_steps=12, end_lr=1.0, groups="auto", strategy=strategy
+    )
+    assert result.groups == ["head", "body"] and result.metadata["strategy"] == strategy
+    assert result.metadata["groups"]["head"] == ["classifier.weight", "classifier.bias"]
+    assert_same(before, snapshot_of(model, optimizer))
+    assert len(accelerator._optimizers) == (1 if prepared else 0)  # the sweep's optimizer is not left behind
