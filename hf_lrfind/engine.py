@@ -60,19 +60,25 @@ class Curve:
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
+def base_lr(group: dict[str, Any]) -> float:
+    """A param group's own rate: its scheduler's `initial_lr` when it has one (the current lr may be 0 at the start of a
+    warm-up), else its `lr`. Group ratios are taken from these."""
+    return group.get("initial_lr", group["lr"])
+
+
 def param_group_names(param_groups: list[dict[str, Any]]) -> list[str]:
     """
     A name for each optimizer param group: its `"name"` entry when it has one; otherwise groups with equal lr share a
     name, `"all"` when there is one distinct lr, else `"group_0"`, `"group_1"`, ... in order of first appearance.
     """
-    unnamed = [g["lr"] for g in param_groups if "name" not in g]
+    unnamed = [base_lr(g) for g in param_groups if "name" not in g]
     distinct = list(dict.fromkeys(unnamed))
     names = []
     for g in param_groups:
         if "name" in g:
             names.append(str(g["name"]))
         else:
-            names.append("all" if len(distinct) == 1 else f"group_{distinct.index(g['lr'])}")
+            names.append("all" if len(distinct) == 1 else f"group_{distinct.index(base_lr(g))}")
     return names
 
 
@@ -97,7 +103,7 @@ def sweep(
     groups = optimizer.param_groups
     names = param_group_names(groups)
     if bounds is None:
-        bounds = group_bounds([g["lr"] for g in groups], config.start_lr, config.end_lr)
+        bounds = group_bounds([base_lr(g) for g in groups], config.start_lr, config.end_lr)
     recorder = LossRecorder(config.beta, config.diverge_threshold, config.check_every)
     applied: list[list[float]] = []
     skipped, tokens = 0, None

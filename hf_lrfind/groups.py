@@ -623,7 +623,7 @@ def regroup_optimizer(
     missing = [g for g in mapping if g not in ratios]
     if missing:
         raise ValueError(f"ratios has no value for the groups {missing}; give one ratio per group of {list(mapping)}.")
-    base = optimizer.param_groups[0]["lr"]
+    base = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
     defaults = dict(optimizer.defaults)
     if weight_decay is None:
         weight_decay = defaults.get("weight_decay", 0.0)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .config import LRFinderConfig
-from .engine import StepFn, build_result, param_group_names, range_test, sweep
+from .engine import StepFn, base_lr, build_result, param_group_names, range_test, sweep
 from .state import StateSnapshot
 
 logger = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def sequential_range_test(
         raise ValueError(
             "The sequential strategy takes one start_lr and one end_lr (floats); the group ratios come from the optimizer."
         )
-    base = [g["lr"] for g in groups]
+    base = [base_lr(g) for g in groups]
 
     def ratio_bounds(mask: list[bool]) -> list[tuple[float, float]]:
         ref = next(lr for lr, m in zip(base, mask) if m)

@@ -218,3 +218,14 @@ def test_model_without_loss_is_refused_and_left_unchanged(tmp_path):
     with pytest.raises(ValueError, match="did not return a loss"):
         find_lr(trainer, num_steps=5, save_to=None)
     assert_same(before, weights(trainer.model))
+
+
+def test_warmup_starting_at_zero_keeps_the_group_ratios(tmp_path):
+    # With warm-up the scheduler has set every lr to 0 before the sweep starts; ratios come from initial_lr.
+    trainer = make_trainer(tmp_path, warmup_steps=3)
+    result = find_lr(trainer, num_steps=10, save_to=None)
+    assert result.lrs["all"][0] == 1e-7
+    grouped = find_lr(
+        make_trainer(tmp_path / "g", warmup_steps=3), groups="auto", strategy="joint", num_steps=10, save_to=None
+    )
+    assert grouped.lrs["body"][0] == pytest.approx(0.1 * grouped.lrs["head"][0])
