@@ -38,3 +38,6 @@ with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         },
         f,
     )
+# Leave the process group cleanly: a gloo group torn down at interpreter exit can abort a rank.
+trainer.accelerator.wait_for_everyone()
+torch.distributed.destroy_process_group()
