@@ -213,6 +213,15 @@ def build_result(
     )
 
 
+def make_snapshot(
+    model: torch.nn.Module, optimizer: Any, config: LRFinderConfig, *, scheduler: Any = None, scaler: Any = None
+) -> StateSnapshot:
+    """The default snapshot of a sweep, where `config.snapshot` and `config.snapshot_dir` say."""
+    return StateSnapshot(
+        model, optimizer, scheduler=scheduler, scaler=scaler, location=config.snapshot, directory=config.snapshot_dir
+    )
+
+
 def range_test(
     step_fn: StepFn,
     model: torch.nn.Module,
@@ -243,14 +252,7 @@ def range_test(
         [`LRFinderResult`]
     """
     if snapshot is None:
-        snapshot = StateSnapshot(
-            model,
-            optimizer,
-            scheduler=scheduler,
-            scaler=scaler,
-            location=config.snapshot,
-            directory=config.snapshot_dir,
-        )
+        snapshot = make_snapshot(model, optimizer, config, scheduler=scheduler, scaler=scaler)
     try:
         curve = sweep(step_fn, optimizer, config, progress=progress)
     finally:

@@ -14,8 +14,7 @@ from typing import Any
 import torch
 
 from .config import LRFinderConfig
-from .engine import StepFn, base_lr, build_result, param_group_names, range_test, sweep
-from .state import StateSnapshot
+from .engine import StepFn, base_lr, build_result, make_snapshot, param_group_names, range_test, sweep
 
 logger = logging.getLogger(__name__)
 
@@ -110,14 +109,7 @@ def sequential_range_test(
         ]
 
     if snapshot is None:
-        snapshot = StateSnapshot(
-            model,
-            optimizer,
-            scheduler=scheduler,
-            scaler=scaler,
-            location=config.snapshot,
-            directory=config.snapshot_dir,
-        )
+        snapshot = make_snapshot(model, optimizer, config, scheduler=scheduler, scaler=scaler)
     original_state = {p: copy.deepcopy(optimizer.state[p]) for g in groups for p in g["params"] if p in optimizer.state}
     try:
         head_curve = sweep(

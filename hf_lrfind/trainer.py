@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from .config import LRFinderConfig
-from .engine import StepOutput
+from .engine import StepOutput, make_snapshot
 from .result import LRFinderResult
 from .state import StateSnapshot
 from .strategies import default_strategy, run_strategy
@@ -239,14 +239,7 @@ class LRFinderCallback(_TrainerEvents):
         trainer, frame = _calling_trainer()
         model, dataloader = frame["model"], kwargs.get("train_dataloader") or frame["train_dataloader"]
         scaler = trainer.accelerator.scaler
-        snapshot = StateSnapshot(
-            model,
-            trainer.optimizer,
-            scheduler=trainer.lr_scheduler,
-            scaler=scaler,
-            location=self.config.snapshot,
-            directory=self.config.snapshot_dir,
-        )
+        snapshot = make_snapshot(model, trainer.optimizer, self.config, scheduler=trainer.lr_scheduler, scaler=scaler)
         try:
             self.result = _sweep(self, trainer, model, dataloader, _Keep(snapshot))
         except BaseException:
