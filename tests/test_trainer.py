@@ -229,3 +229,20 @@ def test_warmup_starting_at_zero_keeps_the_group_ratios(tmp_path):
         make_trainer(tmp_path / "g", warmup_steps=3), groups="auto", strategy="joint", num_steps=10, save_to=None
     )
     assert grouped.lrs["body"][0] == pytest.approx(0.1 * grouped.lrs["head"][0])
+
+
+def test_callback_train_with_groups_trains_each_group_at_its_suggestion(tmp_path):
+    finder = LRFinderCallback(then="train", groups="auto", num_steps=12, end_lr=1.0, save_to=None)
+    trainer = make_trainer(tmp_path, callbacks=[finder], warmup_steps=2)
+    seen = []
+    from transformers import TrainerCallback
+
+    class Spy(TrainerCallback):
+        def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+            seen.append({g["name"]: g["initial_lr"] for g in optimizer.param_groups})
+
+    trainer.add_callback(Spy())
+    trainer.train()
+    expected = {g: finder.result.suggestion("valley", g) for g in ("head", "body")}
+    assert seen and all(s == expected for s in seen)  # the schedule's peak per group
+    assert trainer.state.global_step == 6
