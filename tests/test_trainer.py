@@ -38,6 +38,15 @@ class InOrder(Trainer):
         return SequentialSampler(self.train_dataset)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models: intra-op threads only add contention (10x slower on a busy 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def bert(seed=0, dropout=0.1):
     torch.manual_seed(seed)
     cfg = BertConfig(
@@ -113,8 +122,9 @@ def test_applied_lrs_follow_the_sweep_in_every_group(tmp_path):
     opt.step = recording_step
     trainer = make_trainer(tmp_path, model, optimizers=(opt, None))
     result = find_lr(trainer, num_steps=12, end_lr=1.0, save_to=None)
-    assert [s[0] for s in seen[:12]] == result.lrs["group_0"]
-    assert [s[1] for s in seen[:12]] == pytest.approx([10 * lr for lr in result.lrs["group_0"]])
+    assert len(seen) == 12  # the sweep's steps only: no batch runs after it
+    assert [s[0] for s in seen] == result.lrs["group_0"]
+    assert [s[1] for s in seen] == result.lrs["group_1"] == pytest.approx([10 * lr for lr in result.lrs["group_0"]])
     assert result.lrs["group_0"][:2] == [1e-7, 1e-7 * (1e7) ** (1 / 12)]
     assert trainer.state.global_step == 0
 
@@ -215,9 +225,11 @@ def test_model_without_loss_is_refused_and_left_unchanged(tmp_path):
 
     trainer = make_trainer(tmp_path, data=NoLabels())
     before = weights(trainer.model)
-    with pytest.raises(ValueError, match="did not return a loss"):
+    rng = torch.get_rng_state()
+    with pytest.raises(ValueError, match="no 'labels' entry"):
         find_lr(trainer, num_steps=5, save_to=None)
     assert_same(before, weights(trainer.model))
+    assert torch.equal(torch.get_rng_state(), rng) and trainer.optimizer is None
 
 
 def test_warmup_starting_at_zero_keeps_the_group_ratios(tmp_path):
@@ -246,3 +258,130 @@ def test_callback_train_with_groups_trains_each_group_at_its_suggestion(tmp_path
     expected = {g: finder.result.suggestion("valley", g) for g in ("head", "body")}
     assert seen and all(s == expected for s in seen)  # the schedule's peak per group
     assert trainer.state.global_step == 6
+
+
+class Recorder:
+    """Records the Trainer events a callback receives (a duck-typed TrainerCallback)."""
+
+    def __init__(self):
+        self.events = []
+
+    def __getattr__(self, name):
+        if name.startswith("on_") and name != "on_init_end":
+            return lambda args, state, control, logs=None, **kw: self.events.append(
+                (name, sorted(logs)) if logs is not None else name
+            )
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+
+class CountingSteps(Trainer):
+    calls = 0
+
+    def training_step(self, *args, **kwargs):
+        CountingSteps.calls += 1
+        return super().training_step(*args, **kwargs)
+
+
+def test_find_lr_runs_no_other_callback_and_leaves_no_trace(tmp_path):
+    recorder = Recorder()
+    trainer = make_trainer(tmp_path, bf16=True, callbacks=[recorder])
+    model, state, gradient_state = trainer.model, trainer.state, trainer.accelerator.gradient_state
+    references = list(gradient_state.dataloader_references)
+    rng = torch.get_rng_state()
+    result = find_lr(trainer, num_steps=8, skip_end=0, save_to=None)
+    # Trackers and user callbacks see no training start or end, only the suggestions.
+    logged = [f"lr_find/all/{m}" for m in ("minimum", "slide", "steep", "valley") if result.suggestions["all"][m]]
+    assert recorder.events == [("on_log", sorted(logged))]
+    assert trainer.state is state and state.log_history == [] and state.global_step == 0
+    assert trainer.optimizer is None and trainer.lr_scheduler is None and trainer.model_wrapped is model
+    # accelerate's autocast wrapper and prepared flag are gone, the dataloader is not left running, RNG as before.
+    assert "forward" not in model.__dict__ and not getattr(model, "_is_accelerate_prepared", False)
+    assert gradient_state.dataloader_references == references and trainer.accelerator._models == []
+    assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_callback_stop_runs_no_batch_after_the_sweep(tmp_path):
+    recorder = Recorder()
+    finder = LRFinderCallback(num_steps=8, save_to=None)
+    trainer = make_trainer(tmp_path, cls=CountingSteps, callbacks=[finder, recorder])
+    CountingSteps.calls = 0
+    out = trainer.train()
+    assert CountingSteps.calls == 8 and out.global_step == 0
+    names = {e if isinstance(e, str) else e[0] for e in recorder.events}
+    assert not {"on_step_begin", "on_step_end", "on_substep_end", "on_save", "on_evaluate"} & names
+    assert "_run_epoch" not in trainer.__dict__
+    CountingSteps.calls = 0
+    trainer.train()  # swept once: this one trains
+    assert CountingSteps.calls == trainer.args.max_steps
+
+
+def test_callback_stop_restores_a_batch_run_by_another_loop(tmp_path):
+    # A Trainer whose loop does not go through _run_epoch runs a batch before it stops: it is undone at the end.
+    class OwnLoop:
+        def __init__(self):
+            self.trainer = None
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.trainer.__dict__.pop("_run_epoch", None)
+
+    alone = make_trainer(tmp_path / "a")
+    alone_losses = train_losses(alone)
+    own = OwnLoop()
+    trainer = make_trainer(tmp_path / "b", callbacks=[LRFinderCallback(num_steps=8, save_to=None), own])
+    own.trainer = trainer
+    before = weights(trainer.model)
+    trainer.train()
+    assert trainer.state.global_step == 0 and not [h for h in trainer.state.log_history if "loss" in h]
+    assert_same(before, weights(trainer.model))
+    assert train_losses(trainer) == alone_losses
+    assert_same(weights(alone.model), weights(trainer.model))
+
+
+def test_apply_sets_each_group_of_the_users_optimizer_as_the_schedules_peak(tmp_path):
+    model = bert()
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
+    opt = torch.optim.AdamW([{"params": body, "lr": 1e-4}, {"params": head, "lr": 1e-3}])
+    trainer = make_trainer(tmp_path, model, optimizers=(opt, None), warmup_steps=2, max_steps=4)
+    result = find_lr(trainer, num_steps=20, end_lr=1.0, save_to=None)
+    result.apply(trainer, "minimum")
+    expected = [result.suggestion("minimum", g) for g in ("group_0", "group_1")]
+    assert [g["lr"] for g in opt.param_groups] == expected and "initial_lr" not in opt.param_groups[0]
+    seen = []
+    step = opt.step
+
+    def recording_step(*args, **kwargs):
+        seen.append([g["lr"] for g in opt.param_groups])
+        return step(*args, **kwargs)
+
+    opt.step = recording_step
+    trainer.train()
+    # linear warm-up over 2 steps then linear decay to 0 at step 4, from each group's own peak
+    factors = [0.0, 0.5, 1.0, 0.5]
+    assert seen == [[f * lr for lr in expected] for f in factors]
+
+
+def test_callback_train_with_the_users_two_group_optimizer(tmp_path):
+    model = bert()
+    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
+    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
+    opt = torch.optim.AdamW([{"params": body, "lr": 1e-4}, {"params": head, "lr": 1e-3}])
+    seen = []
+    step = opt.step
+
+    def recording_step(*args, **kwargs):
+        seen.append([g["lr"] for g in opt.param_groups])
+        return step(*args, **kwargs)
+
+    opt.step = recording_step
+    finder = LRFinderCallback(then="train", method="minimum", num_steps=20, end_lr=1.0, save_to=None)
+    trainer = make_trainer(tmp_path, model, optimizers=(opt, None), callbacks=[finder], warmup_steps=2, max_steps=4)
+    trainer.train()
+    peaks = [finder.result.suggestion("minimum", g) for g in ("group_0", "group_1")]
+    assert seen[:20] == [list(lrs) for lrs in zip(finder.result.lrs["group_0"], finder.result.lrs["group_1"])]
+    assert seen[20:] == [[f * lr for lr in peaks] for f in (0.0, 0.5, 1.0, 0.5)]

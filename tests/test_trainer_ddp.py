@@ -30,5 +30,10 @@ def test_both_ranks_finish_with_the_same_result(tmp_path):
     for key in ("lrs", "losses", "stop_reason", "suggestions"):
         assert r0["result"][key] == r1["result"][key], key
     assert len(r0["result"]["losses"]["all"]) == 15
+    # The recorded loss is the mean over the processes of each one's own batch mean: not one rank's, and not
+    # multiplied by the world size (the Trainer's treatment of BertForSequenceClassification's loss).
+    own = [r0["first_local_loss"], r1["first_local_loss"]]
+    assert own[0] != own[1]
+    assert r0["result"]["losses"]["all"][0] == pytest.approx(sum(own) / 2, rel=1e-6)
     assert r0["restored"] and r1["restored"]
     assert {"lr_find.json", "lr_find.png"} <= set(os.listdir(tmp_path))  # written once, by the main process
