@@ -107,19 +107,25 @@ def train_losses(trainer):
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 
-def test_applied_lrs_follow_the_sweep_in_every_group(tmp_path):
-    model = bert()
+def two_group_optimizer(model):
+    """AdamW with the body at 0.1x the head (unnamed groups), and the lrs of its param groups at every step."""
     head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
     body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
     opt = torch.optim.AdamW([{"params": body, "lr": 1e-4}, {"params": head, "lr": 1e-3}])
     seen = []
-    original = opt.step
+    step = opt.step
 
     def recording_step(*args, **kwargs):
         seen.append([g["lr"] for g in opt.param_groups])
-        return original(*args, **kwargs)
+        return step(*args, **kwargs)
 
     opt.step = recording_step
+    return opt, seen
+
+
+def test_applied_lrs_follow_the_sweep_in_every_group(tmp_path):
+    model = bert()
+    opt, seen = two_group_optimizer(model)
     trainer = make_trainer(tmp_path, model, optimizers=(opt, None))
     result = find_lr(trainer, num_steps=12, end_lr=1.0, save_to=None)
     assert len(seen) == 12  # the sweep's steps only: no batch runs after it
@@ -344,22 +350,13 @@ def test_callback_stop_restores_a_batch_run_by_another_loop(tmp_path):
 
 def test_apply_sets_each_group_of_the_users_optimizer_as_the_schedules_peak(tmp_path):
     model = bert()
-    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
-    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
-    opt = torch.optim.AdamW([{"params": body, "lr": 1e-4}, {"params": head, "lr": 1e-3}])
+    opt, seen = two_group_optimizer(model)
     trainer = make_trainer(tmp_path, model, optimizers=(opt, None), warmup_steps=2, max_steps=4)
     result = find_lr(trainer, num_steps=20, end_lr=1.0, save_to=None)
     result.apply(trainer, "minimum")
     expected = [result.suggestion("minimum", g) for g in ("group_0", "group_1")]
     assert [g["lr"] for g in opt.param_groups] == expected and "initial_lr" not in opt.param_groups[0]
-    seen = []
-    step = opt.step
-
-    def recording_step(*args, **kwargs):
-        seen.append([g["lr"] for g in opt.param_groups])
-        return step(*args, **kwargs)
-
-    opt.step = recording_step
+    seen.clear()  # keep only the training steps
     trainer.train()
     # linear warm-up over 2 steps then linear decay to 0 at step 4, from each group's own peak
     factors = [0.0, 0.5, 1.0, 0.5]
@@ -368,17 +365,7 @@ def test_apply_sets_each_group_of_the_users_optimizer_as_the_schedules_peak(tmp_
 
 def test_callback_train_with_the_users_two_group_optimizer(tmp_path):
     model = bert()
-    head = [p for n, p in model.named_parameters() if n.startswith("classifier")]
-    body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
-    opt = torch.optim.AdamW([{"params": body, "lr": 1e-4}, {"params": head, "lr": 1e-3}])
-    seen = []
-    step = opt.step
-
-    def recording_step(*args, **kwargs):
-        seen.append([g["lr"] for g in opt.param_groups])
-        return step(*args, **kwargs)
-
-    opt.step = recording_step
+    opt, seen = two_group_optimizer(model)
     finder = LRFinderCallback(then="train", method="minimum", num_steps=20, end_lr=1.0, save_to=None)
     trainer = make_trainer(tmp_path, model, optimizers=(opt, None), callbacks=[finder], warmup_steps=2, max_steps=4)
     trainer.train()
