@@ -170,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{group:8}{values}  {result.stop_reason[group]}")
     print(f"curves: {os.path.join(args.output_dir, 'lr_find.png')}")
 
-    result.apply(trainer)  # method="valley": each group's suggestion is the peak of the warmup/decay schedule
-    print("training at " + ", ".join(f"{g}={result.suggestion('valley', g):.2e}" for g in result.groups))
+    result.apply(trainer)  # method="trough": each group's suggestion is the peak of the warmup/decay schedule
+    print("training at " + ", ".join(f"{g}={result.suggestion('trough', g):.2e}" for g in result.groups))
+    for message in result.metadata["warnings"]:
+        print(f"warning: {message}")
     trainer.train()
     metrics = trainer.evaluate()
     print(f"eval loss {metrics['eval_loss']:.4f}, accuracy {metrics['eval_accuracy']:.3f}")

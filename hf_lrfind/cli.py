@@ -75,8 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--start-lr", type=float, default=1e-7)
     sweep.add_argument("--end-lr", type=float, default=10.0)
     sweep.add_argument("--num-steps", type=int, default=100)
+    sweep.add_argument(
+        "--num-sweeps", type=int, default=3, help="sweeps averaged (each from the same start, on the next batches)"
+    )
     sweep.add_argument("--mode", choices=("exp", "linear"), default="exp")
-    sweep.add_argument("--suggest", default="valley,slide,steep,minimum", help="comma-separated suggestion rules")
+    sweep.add_argument(
+        "--suggest",
+        default="trough,valley,slide,steep,minimum",
+        help="comma-separated suggestion rules; the first is the suggestion (default: %(default)s)",
+    )
     _add_group_options(p)
 
     out = p.add_argument_group("output")
@@ -284,8 +291,9 @@ def _summary(result: Any, output_dir: str) -> str:
     meta = result.metadata
     stops = sorted(set(result.stop_reason.values()))
     tokens = f", {meta['tokens_seen']:,} tokens" if meta.get("tokens_seen") else ""
+    sweeps = f"{meta['num_sweeps']} sweeps" if meta.get("num_sweeps", 1) > 1 else "1 sweep"
     lines = [
-        f"LR range test: {meta['steps_run']} of {meta['num_steps']} steps (stopped by {', '.join(stops)}){tokens}, {meta['wall_time_s']:.1f} s on {meta.get('device', '?')}"
+        f"LR range test: {sweeps} of up to {meta['num_steps']} steps, {meta['cost_steps']} optimizer steps in all (stopped by {', '.join(stops)}){tokens}, {meta['wall_time_s']:.1f} s on {meta.get('device', '?')}"
     ]
     methods = list(dict.fromkeys(m for g in result.groups for m in result.suggestions[g]))
     width = max(len("group"), *(len(g) for g in result.groups))
@@ -296,6 +304,7 @@ def _summary(result: Any, output_dir: str) -> str:
             value = result.suggestions[group].get(m)
             cells.append(f"{value:>9.2e}" if value is not None else f"{'-':>9}")
         lines.append("  ".join([f"{group:<{width}}", *cells]))
+    lines += [f"Warning: {message}" for message in meta.get("warnings", [])]
     json_path, png_path = os.path.join(output_dir, "lr_find.json"), os.path.join(output_dir, "lr_find.png")
     lines.append(f"Wrote {json_path} and {png_path}")
     return "\n".join(lines)
@@ -313,7 +322,12 @@ def run(args: argparse.Namespace) -> int:
 
     suggest = tuple(s.strip() for s in args.suggest.split(",") if s.strip())
     config = LRFinderConfig(
-        start_lr=args.start_lr, end_lr=args.end_lr, num_steps=args.num_steps, mode=args.mode, suggest=suggest
+        start_lr=args.start_lr,
+        end_lr=args.end_lr,
+        num_steps=args.num_steps,
+        num_sweeps=args.num_sweeps,
+        mode=args.mode,
+        suggest=suggest,
     )
     if args.max_grad_norm < 0:
         raise BadInput(f"--max-grad-norm ({args.max_grad_norm}) must not be negative; 0 turns clipping off.")

@@ -39,6 +39,11 @@ class LRFinderConfig:
             so the last step stays just below `end_lr`.
         num_steps (`int`, *optional*, defaults to 100):
             Number of optimizer steps of the sweep (at least 2).
+        num_sweeps (`int`, *optional*, defaults to 3):
+            Sweeps to average: each starts from the same state (restored in between) on the next batches, and the
+            suggestions read the step-by-step mean of their raw losses, so that one unlucky run of batches does not
+            move them. The cost is `num_sweeps * num_steps` optimizer steps. The sequential strategy sweeps each of its
+            phases once.
         mode (`str`, *optional*, defaults to `"exp"`):
             `"exp"` (geometric spacing) or `"linear"`.
         beta (`float`, *optional*, defaults to 0.98):
@@ -55,6 +60,7 @@ class LRFinderConfig:
             Points dropped from the end of the curve before suggesting (fastai's 5); 0 keeps them all.
         suggest (`str`, callable, or a sequence of them, *optional*, defaults to all four rules):
             Suggestion rules to run: names from `hf_lrfind.suggest.SUGGESTERS` or callables `(lrs, losses) -> float`.
+            The first is the default suggestion (`"trough"`, hf_lrfind's rule; the others are fastai's).
         snapshot (`str`, *optional*, defaults to `"cpu"`):
             Where the pre-sweep state is kept: `"cpu"` memory or `"disk"` (a temporary folder, removed afterwards).
         snapshot_dir (`str`, *optional*):
@@ -66,13 +72,14 @@ class LRFinderConfig:
     start_lr: LRSpec = 1e-7
     end_lr: LRSpec = 10.0
     num_steps: int = 100
+    num_sweeps: int = 3
     mode: Literal["exp", "linear"] = "exp"
     beta: float = 0.98
     diverge_threshold: float | None = 4.0
     check_every: int = 10
     skip_start: int | None = None
     skip_end: int = 5
-    suggest: SuggestSpec = field(default_factory=lambda: ("valley", "slide", "steep", "minimum"))
+    suggest: SuggestSpec = field(default_factory=lambda: ("trough", "valley", "slide", "steep", "minimum"))
     snapshot: Literal["cpu", "disk"] = "cpu"
     snapshot_dir: str | None = None
     max_skipped_steps: int = 50
@@ -88,13 +95,17 @@ class LRFinderConfig:
             if s >= e:
                 where = f" for group {i}" if len(starts) > 1 else ""
                 raise ValueError(f"start_lr ({s}) must be smaller than end_lr ({e}){where}; swap them.")
-        for name in ("num_steps", "check_every", "skip_end", "max_skipped_steps"):
+        for name in ("num_steps", "num_sweeps", "check_every", "skip_end", "max_skipped_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r}).")
         if self.num_steps < 2:
             raise ValueError(
                 f"num_steps ({self.num_steps}) must be at least 2; a range test needs several steps, 100 is usual."
+            )
+        if self.num_sweeps < 1:
+            raise ValueError(
+                f"num_sweeps ({self.num_sweeps}) must be at least 1; 3 averages out the order of the batches."
             )
         if self.check_every < 1:
             raise ValueError(f"check_every ({self.check_every}) must be at least 1.")

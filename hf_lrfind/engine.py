@@ -7,20 +7,21 @@ accelerate runner provide that callable; nothing here imports transformers or ac
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .config import LRFinderConfig
-from .recorder import LossRecorder
+from .recorder import LossRecorder, debiased_ema
 from .result import LRFinderResult
 from .schedule import group_bounds, lr_at
 from .state import StateSnapshot
-from .suggest import prepare_curve, suggest_all
+from .suggest import curve_warnings, prepare_curve, suggest_all
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,39 @@ class Curve:
     num_tokens: int | None = None
     wall_time: float = 0.0
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    sweeps: list[list[float]] = field(default_factory=list)  # each sweep's raw losses, when several were averaged
+    executed: int = 0  # training steps run (skipped ones and those past the stopping point included), all sweeps
+
+    @property
+    def steps_run(self) -> int:
+        """Points recorded (all sweeps)."""
+        return sum(len(s) for s in self.sweeps) if self.sweeps else len(self.losses)
+
+
+def average_sweeps(curves: Sequence[Curve], beta: float) -> Curve:
+    """
+    One curve from several sweeps of the same schedule: the raw losses averaged step by step over the steps every
+    sweep recorded (the shortest sweep sets the length), smoothed again with the debiased EMA. Its stop reason is the
+    shortest sweep's; skipped steps, tokens and time add up.
+    """
+    if len(curves) == 1:
+        return curves[0]
+    n = min(len(c.losses) for c in curves)
+    losses = [math.fsum(c.losses[i] for c in curves) / len(curves) for i in range(n)]
+    shortest = min(curves, key=lambda c: len(c.losses))
+    tokens = [c.num_tokens for c in curves if c.num_tokens is not None]
+    return Curve(
+        lrs={g: v[:n] for g, v in curves[0].lrs.items()},
+        losses=losses,
+        smoothed=debiased_ema(losses, beta),
+        stop_reason=shortest.stop_reason,
+        skipped_steps=sum(c.skipped_steps for c in curves),
+        num_tokens=sum(tokens) if tokens else None,
+        wall_time=sum(c.wall_time for c in curves),
+        bounds=curves[0].bounds,
+        sweeps=[list(c.losses) for c in curves],
+        executed=sum(c.executed for c in curves),
+    )
 
 
 def base_lr(group: dict[str, Any]) -> float:
@@ -158,6 +192,7 @@ def sweep(
         num_tokens=tokens,
         wall_time=time.perf_counter() - start,
         bounds={name: bounds[names.index(name)] for name in by_name},
+        executed=len(applied) + skipped,
     )
 
 
@@ -179,23 +214,28 @@ def build_result(
     gives the same curve for every group; a sequential strategy gives each group its own).
     """
     lrs, losses, smoothed, suggestions, stop = {}, {}, {}, {}, {}
+    warnings: list[str] = []
+    checked: set[int] = set()
     for group, curve in curves.items():
         lrs[group] = list(curve.lrs[group])
         losses[group], smoothed[group] = list(curve.losses), list(curve.smoothed)
         stop[group] = curve.stop_reason
-        prepared = prepare_curve(
-            lrs[group],
-            smoothed[group],
-            num_steps=config.num_steps,
-            skip_start=config.skip_start,
-            skip_end=config.skip_end,
-        )
-        suggestions[group] = suggest_all(*prepared, config.suggest)
+        skips = {"num_steps": config.num_steps, "skip_start": config.skip_start, "skip_end": config.skip_end}
+        prepared = prepare_curve(lrs[group], smoothed[group], **skips)
+        raw = prepare_curve(lrs[group], losses[group], **skips)
+        suggestions[group] = suggest_all(*prepared, config.suggest, raw=raw)
+        if id(curve) not in checked:  # a joint sweep's groups share one curve: judge it once
+            checked.add(id(curve))
+            named = group if len({id(c) for c in curves.values()}) > 1 else None
+            for message in curve_warnings(*raw, stop_reason=curve.stop_reason, group=named):
+                logger.warning(message)
+                warnings.append(message)
     unique = list({id(c): c for c in curves.values()}.values())
     tokens = [c.num_tokens for c in unique if c.num_tokens is not None]
     meta = {
         "num_steps": config.num_steps,
-        "steps_run": sum(len(c.losses) for c in unique),
+        "num_sweeps": max(len(c.sweeps) or 1 for c in unique),
+        "steps_run": sum(c.steps_run for c in unique),
         "skipped_steps": sum(c.skipped_steps for c in unique),
         "tokens_seen": sum(tokens) if tokens else None,
         "wall_time_s": sum(c.wall_time for c in unique),
@@ -206,8 +246,12 @@ def build_result(
         "skip_start": config.num_steps // 10 if config.skip_start is None else config.skip_start,
         "skip_end": config.skip_end,
         "versions": _versions(),
+        "warnings": warnings,
     }
     meta.update(metadata or {})
+    meta["cost_steps"] = sum(c.executed for c in unique) + meta.get("warmup_steps", 0)
+    if any(c.sweeps for c in unique):
+        meta["sweep_losses"] = {g: c.sweeps for g, c in curves.items() if c.sweeps}
     return LRFinderResult(
         lrs=lrs, losses=losses, smoothed_losses=smoothed, suggestions=suggestions, stop_reason=stop, metadata=meta
     )
@@ -253,9 +297,15 @@ def range_test(
     """
     if snapshot is None:
         snapshot = make_snapshot(model, optimizer, config, scheduler=scheduler, scaler=scaler)
+    runs: list[Curve] = []
     try:
-        curve = sweep(step_fn, optimizer, config, progress=progress)
+        for i in range(config.num_sweeps):
+            if i:
+                snapshot.restore()  # the same start, the next batches
+            description = "LR range test" + (f" ({i + 1}/{config.num_sweeps})" if config.num_sweeps > 1 else "")
+            runs.append(sweep(step_fn, optimizer, config, progress=progress, description=description))
     finally:
         snapshot.restore()
         snapshot.close()
+    curve = average_sweeps(runs, config.beta)
     return build_result({g: curve for g in curve.lrs}, config, metadata)

@@ -534,7 +534,7 @@ def build_param_groups(
 def param_groups_from_result(
     result: LRFinderResult,
     model: torch.nn.Module,
-    method: str = "valley",
+    method: str = "trough",
     *,
     groups: str | Mapping[str, str | Sequence[str]] | None = None,
     weight_decay: float = 0.0,
@@ -553,7 +553,7 @@ def param_groups_from_result(
     Args:
         result ([`LRFinderResult`]): the range test's result.
         model (`torch.nn.Module`): the model to optimize (the one the sweep ran on, or an identical one).
-        method (`str`, *optional*, defaults to `"valley"`): the suggestion rule to use.
+        method (`str`, *optional*, defaults to `"trough"`): the suggestion rule to use.
         groups (*optional*): the groups, as for [`detect_groups`].
         weight_decay (`float`, *optional*, defaults to 0.0): the weight decay of the decayed parameters.
         no_decay (`Collection[str]`, *optional*): names without weight decay; defaults to the Trainer's rule.
@@ -568,7 +568,7 @@ def param_groups_from_result(
     Example:
 
     ```python
-    >>> optimizer = torch.optim.AdamW(result.param_groups(model, "valley", weight_decay=0.01))
+    >>> optimizer = torch.optim.AdamW(result.param_groups(model, "trough", weight_decay=0.01))
     >>> trainer = Trainer(model=model, args=args, train_dataset=ds, optimizers=(optimizer, None))
     ```
     """

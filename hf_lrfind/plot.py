@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from .result import LRFinderResult
 
-_MARKERS = {"valley": "o", "slide": "s", "steep": "^", "minimum": "v"}
+_MARKERS = {"trough": "D", "valley": "o", "slide": "s", "steep": "^", "minimum": "v"}
 
 
 def _distinct_groups(result: LRFinderResult) -> list[str]:

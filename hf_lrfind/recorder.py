@@ -17,6 +17,15 @@ def diverged(smoothed: float, best: float, threshold: float) -> bool:
     return smoothed - best > (threshold - 1) * abs(best)
 
 
+def debiased_ema(values: list[float], beta: float) -> list[float]:
+    """fastai's smoothing of a whole curve at once: the values [`LossRecorder`] computes step by step."""
+    out, avg = [], 0.0
+    for t, value in enumerate(values, start=1):
+        avg = beta * avg + (1 - beta) * value
+        out.append(avg / (1 - beta**t))
+    return out
+
+
 class LossRecorder:
     """
     Records one loss per sweep step without a host sync per step.

@@ -52,12 +52,12 @@ class LRFinderResult:
         """Names of the groups, in optimizer order."""
         return list(self.lrs)
 
-    def suggestion(self, method: str = "valley", group: str | None = None) -> float:
+    def suggestion(self, method: str = "trough", group: str | None = None) -> float:
         """
         One suggested learning rate.
 
         Args:
-            method (`str`, *optional*, defaults to `"valley"`): a method the sweep ran.
+            method (`str`, *optional*, defaults to `"trough"`): a method the sweep ran.
             group (`str`, *optional*): the group; may be left out when the result has a single group.
 
         Raises:
@@ -80,7 +80,7 @@ class LRFinderResult:
         return value
 
     def param_groups(
-        self, model: torch.nn.Module, method: str = "valley", *, weight_decay: float = 0.0, **kwargs: Any
+        self, model: torch.nn.Module, method: str = "trough", *, weight_decay: float = 0.0, **kwargs: Any
     ) -> list[dict[str, Any]]:
         """
         Optimizer param groups carrying each group's suggested learning rate, with the Trainer's weight-decay split,
@@ -91,14 +91,14 @@ class LRFinderResult:
         Example:
 
         ```python
-        >>> optimizer = torch.optim.AdamW(result.param_groups(model, "valley", weight_decay=0.01))
+        >>> optimizer = torch.optim.AdamW(result.param_groups(model, "trough", weight_decay=0.01))
         ```
         """
         from .groups import param_groups_from_result
 
         return param_groups_from_result(self, model, method, weight_decay=weight_decay, **kwargs)
 
-    def apply(self, trainer: Any, method: str = "valley") -> None:
+    def apply(self, trainer: Any, method: str = "trough") -> None:
         """Set the trainer's learning rate(s) to the suggestions; see [`hf_lrfind.trainer.apply_result`]."""
         from .trainer import apply_result
 

@@ -301,7 +301,7 @@ class LRFinder:
     >>> accelerator = Accelerator(mixed_precision="bf16")
     >>> optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     >>> result = LRFinder(model, optimizer, accelerator=accelerator).range_test(train_dataloader, end_lr=1.0)
-    >>> result.suggestion("valley")
+    >>> result.suggestion()  # "trough", the default rule
     ```
     """
 
@@ -493,7 +493,7 @@ class LRFinder:
         output_dir: str | os.PathLike | None = None,
         groups: str | Mapping[str, Any] | None = None,
         strategy: Literal["joint", "sequential"] | None = None,
-        method: str = "valley",
+        method: str = "trough",
         layer_decay: float | None = None,
         ratios: Mapping[str, float] | None = None,
         loading_info: Mapping[str, Any] | None = None,
@@ -530,7 +530,7 @@ class LRFinder:
                 touched). By default the optimizer's own param groups are swept together.
             strategy (`str`, *optional*):
                 `"sequential"` (the default for `groups="auto"`: head first, then body) or `"joint"` (fixed ratios).
-            method (`str`, *optional*, defaults to `"valley"`):
+            method (`str`, *optional*, defaults to `"trough"`):
                 The rule whose head suggestion the sequential strategy trains the head at.
             layer_decay, ratios, loading_info (*optional*):
                 Per-layer groups at this ratio; each group's ratio to the head in a joint sweep; the dict from

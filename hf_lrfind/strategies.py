@@ -52,7 +52,7 @@ def sequential_range_test(
     config: LRFinderConfig,
     *,
     first: Sequence[str] = ("head",),
-    method: str = "valley",
+    method: str = "trough",
     warmup_steps: int | None = None,
     keep_head: bool = False,
     scheduler: Any = None,
@@ -74,7 +74,7 @@ def sequential_range_test(
 
     Args:
         first (`Sequence[str]`, *optional*, defaults to `("head",)`): names of the groups swept first.
-        method (`str`, *optional*, defaults to `"valley"`): the rule whose head suggestion is used in phases 2 and 3.
+        method (`str`, *optional*, defaults to `"trough"`): the rule whose head suggestion is used in phases 2 and 3.
         warmup_steps (`int`, *optional*): head training steps of phase 2; defaults to `config.num_steps // 2`.
         keep_head (`bool`, *optional*, defaults to `False`): keep the warmed-up head weights.
 

@@ -1,11 +1,14 @@
-"""fastai's learning-rate suggestion rules (`fastai/callback/schedule.py`), giving the same numbers on the same curve.
+"""Learning-rate suggestion rules: hf_lrfind's default `trough`, and fastai's four (`fastai/callback/schedule.py`),
+which give fastai's numbers on the same curve.
 
-Each rule takes a curve prepared by [`prepare_curve`] (a list, array or tensor), computes in float32 as fastai does,
-and raises `ValueError` unless `lrs` and `losses` are 1-D and of equal length."""
+Each rule takes a curve prepared by [`prepare_curve`] (a list, array or tensor) and raises `ValueError` unless `lrs`
+and `losses` are 1-D and of equal length. fastai's rules read the EMA-smoothed losses and compute in float32 as fastai
+does; `trough` reads the raw losses (the engine passes each rule the curve it asks for)."""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Union
 
@@ -19,7 +22,9 @@ logger = logging.getLogger(__name__)
 Suggester = Callable[[Sequence[float], Sequence[float]], float | None]
 CurveLike = Union[Sequence[float], np.ndarray, "torch.Tensor"]
 Methods = str | Suggester | Sequence[str | Suggester]
-DEFAULT_SUGGESTER = "valley"
+DEFAULT_SUGGESTER = "trough"
+TROUGH_HALF_WIDTH = 2
+TROUGH_FACTOR = 3.0
 
 
 def _curve(lrs: CurveLike, losses: CurveLike, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +155,78 @@ def minimum(lrs: CurveLike, losses: CurveLike) -> float | None:
     return float(lrs64[int(np.argmin(losses32))]) / 10
 
 
-SUGGESTERS: dict[str, Suggester] = {"valley": valley, "slide": slide, "steep": steep, "minimum": minimum}
+def centered_mean(values: CurveLike, half_width: int) -> np.ndarray:
+    """
+    The mean of each point's window `[i - half_width, i + half_width]`, cut at the ends of the curve (where the window
+    holds fewer points). Unlike an EMA it has no lag: a feature of the curve stays at the learning rate where it is.
+    O(n) with a cumulative sum; float64.
+
+    Args:
+        values (`Sequence[float]`): The curve, one value per step (finite).
+        half_width (`int`): Points on each side of the window's centre; 0 returns the values.
+
+    Returns:
+        `np.ndarray`: The smoothed curve, of the same length.
+    """
+    if isinstance(half_width, bool) or not isinstance(half_width, int) or half_width < 0:
+        raise ValueError(f"half_width ({half_width!r}) must be a non-negative int.")
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1:
+        raise ValueError(f"values must be 1-D; got shape {x.shape}.")
+    sums = np.concatenate(([0.0], np.cumsum(x)))
+    i = np.arange(len(x))
+    lo, hi = np.maximum(i - half_width, 0), np.minimum(i + half_width + 1, len(x))
+    return (sums[hi] - sums[lo]) / (hi - lo)
+
+
+def trough(
+    lrs: CurveLike, losses: CurveLike, *, half_width: int = TROUGH_HALF_WIDTH, factor: float = TROUGH_FACTOR
+) -> float | None:
+    """
+    hf_lrfind's default rule: a `factor`-th of the learning rate at the bottom of the loss curve, read on the raw
+    losses through a centred mean (see [`centered_mean`]) instead of fastai's EMA, so the bottom is found where it
+    is rather than about a decade of learning rate later. With `s = centered_mean(losses, half_width)`, the result is
+    `lrs[argmin(s)] / factor` (first minimum). The curve is cut at its first non-finite loss.
+
+    It takes the raw losses (`trough.uses_raw_losses` is `True`): the engine passes them, and the mean of several
+    sweeps when `num_sweeps > 1`. The defaults were chosen by the suggestion benchmark (docs/suggestions.md): fine-tuning,
+    LoRA and training from scratch all train best near a third of the rate at the bottom of the curve.
+
+    Args:
+        lrs (`Sequence[float]`): Learning rates of the prepared curve.
+        losses (`Sequence[float]`): Raw losses of the prepared curve, one per learning rate.
+        half_width (`int`, *optional*, defaults to 2): Points on each side of the centred mean.
+        factor (`float`, *optional*, defaults to 3.0): The suggestion is the bottom's rate divided by this.
+
+    Returns:
+        `float | None`: The suggestion, or `None` (with a warning) when the curve is empty or starts non-finite.
+    """
+    if isinstance(factor, bool) or not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
+        raise ValueError(f"factor ({factor!r}) must be a positive number, such as 3.")
+    lrs64, losses64 = _curve(lrs, losses, np.float64)
+    if len(losses64) == 0:
+        logger.warning("trough: the curve is empty, so there is no learning rate to suggest; returning None.")
+        return None
+    bad = np.flatnonzero(~np.isfinite(losses64))
+    end = int(bad[0]) if len(bad) else len(losses64)
+    if end == 0:
+        logger.warning(
+            "trough: the curve starts with a non-finite loss (no finite loss to read: no finite loss); returning None."
+        )
+        return None
+    smooth = centered_mean(losses64[:end], half_width)
+    return float(lrs64[int(np.argmin(smooth))]) / factor
+
+
+trough.uses_raw_losses = True  # type: ignore[attr-defined]
+
+SUGGESTERS: dict[str, Suggester] = {
+    "trough": trough,
+    "valley": valley,
+    "slide": slide,
+    "steep": steep,
+    "minimum": minimum,
+}
 
 
 def prepare_curve(
@@ -192,13 +268,55 @@ def prepare_curve(
     return lrs64[:end].copy(), losses64[:end].copy()
 
 
+def curve_warnings(
+    lrs: CurveLike, losses: CurveLike, *, stop_reason: str = "num_steps", group: str | None = None
+) -> list[str]:
+    """
+    What makes the suggestions of a prepared curve untrustworthy, in words (empty when nothing does):
+
+    - fewer than 10 points;
+    - no clear drop: the centred mean of the raw loss (7 points) never falls below its starting level by more than
+      twice the scatter of the raw loss around it and 1% of that level (too low an `end_lr`, too few steps, or a model
+      that does not learn from these batches);
+    - still falling at the end: the lowest point lies in the last 5% of a sweep that ran all its steps (raise `end_lr`).
+
+    Args:
+        lrs (`Sequence[float]`): Learning rates of the prepared curve.
+        losses (`Sequence[float]`): Raw losses of the prepared curve.
+        stop_reason (`str`, *optional*, defaults to `"num_steps"`): Why the sweep stopped.
+        group (`str`, *optional*): The group's name, for the messages.
+
+    Returns:
+        `list[str]`: One message per problem.
+    """
+    lrs64, losses64 = _curve(lrs, losses, np.float64)
+    where = f" for group {group!r}" if group is not None else ""
+    n = len(losses64)
+    if n < 10:
+        return [
+            f"The curve{where} has {n} points after skipping the first and last ones ({stop_reason}): too few to suggest from. Run more steps, or lower start_lr if the loss diverged early."
+        ]
+    smooth = centered_mean(losses64, 3)
+    low = int(np.argmin(smooth))
+    start, scatter = smooth[0], float(np.std(losses64 - smooth))
+    if start - smooth[low] <= max(2 * scatter, 0.01 * abs(start)):
+        return [
+            f"The loss{where} never clearly dropped (from {start:.4g} to at best {smooth[low]:.4g}, scatter {scatter:.2g}): the suggestions do not point at a rate that trains. Raise end_lr ({lrs64[-1]:.3g} reached), run more steps, or check that the model learns from these batches."
+        ]
+    if stop_reason == "num_steps" and low >= n - max(1, n // 20):
+        return [
+            f"The loss{where} was still falling when the sweep ended (lowest at lr {lrs64[low]:.3g}, the end of the curve): the suggestions may be too low. Raise end_lr."
+        ]
+    return []
+
+
 def resolve_suggesters(methods: Methods) -> dict[str, Suggester]:
     """
     Turn suggestion methods into a `{name: function}` dict, in the order given.
 
     Args:
         methods (`str`, `Callable`, or a sequence of them):
-            Names among `"valley"`, `"slide"`, `"steep"`, `"minimum"`, or callables `(lrs, losses) -> float | None`,
+            Names among `"trough"`, `"valley"`, `"slide"`, `"steep"`, `"minimum"`, or callables `(lrs, losses) -> float | None`,
             named by `__name__` (a partial, by its function's), else `custom_<i>` with `i` the position; a name
             already taken by another function gets the suffix `_<i>`.
 
@@ -229,20 +347,28 @@ def resolve_suggesters(methods: Methods) -> dict[str, Suggester]:
     return resolved
 
 
-def suggest_all(lrs: CurveLike, losses: CurveLike, methods: Methods) -> dict[str, float | None]:
+def suggest_all(
+    lrs: CurveLike, losses: CurveLike, methods: Methods, *, raw: tuple[CurveLike, CurveLike] | None = None
+) -> dict[str, float | None]:
     """
     Run each suggestion method on an already prepared curve (see [`prepare_curve`]). Errors from resolving the methods
     (see [`resolve_suggesters`]) and from a custom suggester propagate unchanged.
 
     Args:
         lrs (`Sequence[float]`): Learning rates of the prepared curve.
-        losses (`Sequence[float]`): Losses of the prepared curve, one per learning rate.
+        losses (`Sequence[float]`): Smoothed (EMA) losses of the prepared curve, one per learning rate.
         methods (`str`, `Callable`, or a sequence of them):
             As accepted by [`resolve_suggesters`]. Callables receive float64 numpy arrays.
+        raw (`tuple`, *optional*): The prepared `(lrs, raw losses)`, for the rules that smooth the raw losses
+            themselves (those with `uses_raw_losses = True`, such as [`trough`]); they get `(lrs, losses)` without it.
 
     Returns:
         `dict[str, float | None]`: Each method's suggestion; `None` where the curve is too short for it.
     """
-    lrs64, losses64 = _curve(lrs, losses, np.float64)
-    results = {name: fn(lrs64, losses64) for name, fn in resolve_suggesters(methods).items()}
+    smoothed = _curve(lrs, losses, np.float64)
+    raw64 = smoothed if raw is None else _curve(*raw, np.float64)
+    results = {
+        name: fn(*(raw64 if getattr(fn, "uses_raw_losses", False) else smoothed))
+        for name, fn in resolve_suggesters(methods).items()
+    }
     return {name: None if value is None else float(value) for name, value in results.items()}

@@ -260,7 +260,7 @@ class LRFinderCallback(_TrainerEvents):
 
     Args:
         then (`str`, *optional*, defaults to `"stop"`): `"stop"` or `"train"`.
-        method (`str`, *optional*, defaults to `"valley"`): the suggestion used by `then="train"` and by the
+        method (`str`, *optional*, defaults to `"trough"`): the suggestion used by `then="train"` and by the
             sequential strategy for the head.
         groups (`str` or `Mapping`, *optional*): `"auto"` or explicit groups (see [`hf_lrfind.detect_groups`]) for
             one curve and suggestion per group; by default the optimizer's param groups are swept together.
@@ -285,7 +285,7 @@ class LRFinderCallback(_TrainerEvents):
         self,
         *,
         then: Literal["stop", "train"] = "stop",
-        method: str = "valley",
+        method: str = "trough",
         groups: str | Mapping[str, str | Sequence[str]] | None = None,
         strategy: Literal["joint", "sequential"] | None = None,
         layer_decay: float | None = None,
@@ -541,7 +541,7 @@ def _set_peak_lrs(optimizer: Any, scheduler: Any, names: list[str], lrs: Mapping
         scheduler._last_lr = [group["lr"] for group in groups]
 
 
-def apply_result(result: LRFinderResult, trainer: Trainer, method: str = "valley") -> None:
+def apply_result(result: LRFinderResult, trainer: Trainer, method: str = "trough") -> None:
     """
     Make the trainer's next (or current) training use the suggestions as the peak learning rates of its schedule.
 

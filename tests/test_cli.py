@@ -61,13 +61,15 @@ def test_embedded_default_in_process(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["lr_find.json", "lr_find.png"]
     result = LRFinderResult.load(out / "lr_find.json")
     assert result.groups == ["all"] and 0 < len(result.losses["all"]) <= 20
-    assert result.metadata["tokens_seen"] == result.metadata["steps_run"] * 8 * 128
+    assert result.metadata["num_sweeps"] == 3 and result.metadata["cost_steps"] == 3 * 20
+    assert result.metadata["tokens_seen"] == result.metadata["cost_steps"] * 8 * 128
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith(f"LR range test: {result.metadata['steps_run']} of 20 steps")
-    assert lines[1].split() == ["group", "valley", "slide", "steep", "minimum"]
-    assert lines[2].split()[0] == "all" and len(lines[2].split()) == 5
-    valley = result.suggestions["all"]["valley"]
-    assert lines[2].split()[1] == (f"{valley:.2e}" if valley is not None else "-")
+    assert lines[0].startswith("LR range test: 3 sweeps of up to 20 steps, 60 optimizer steps in all")
+    assert lines[1].split() == ["group", "trough", "valley", "slide", "steep", "minimum"]
+    assert lines[2].split()[0] == "all" and len(lines[2].split()) == 6
+    trough = result.suggestions["all"]["trough"]
+    assert lines[2].split()[1] == (f"{trough:.2e}" if trough is not None else "-")
+    assert lines[3:-1] == [f"Warning: {m}" for m in result.metadata["warnings"]]
     assert lines[-1] == f"Wrote {out / 'lr_find.json'} and {out / 'lr_find.png'}"
 
 

@@ -142,7 +142,7 @@ def test_tokens_seen_are_recorded_in_the_result(texts, tokenizer):
     loader = causal_lm_batches(texts, tokenizer, block_size=32, batch_size=4)
     try:
         result = LRFinder(model, torch.optim.AdamW(model.parameters()), progress=False).range_test(
-            loader, start_lr=1e-5, end_lr=1e-2, num_steps=5, diverge_threshold=None, grad_accum_steps=2
+            loader, start_lr=1e-5, end_lr=1e-2, num_steps=5, num_sweeps=1, diverge_threshold=None, grad_accum_steps=2
         )
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)

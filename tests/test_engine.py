@@ -14,7 +14,7 @@ import torch
 
 from hf_lrfind import LRFinderConfig, LRFinderResult, StepOutput, range_test
 from hf_lrfind.engine import param_group_names
-from hf_lrfind.recorder import diverged
+from hf_lrfind.recorder import debiased_ema, diverged
 from hf_lrfind.state import StateSnapshot
 
 
@@ -91,7 +91,11 @@ def test_exp_schedule_is_fastai_and_keeps_group_ratios():
     opt = two_group_optimizer(model, ratio=0.1)
     step, calls = make_step(model, opt, losses=[1.0] * 20)
     result = range_test(
-        step, model, opt, LRFinderConfig(start_lr=1e-4, end_lr=1.0, num_steps=20, skip_end=0), progress=False
+        step,
+        model,
+        opt,
+        LRFinderConfig(num_sweeps=1, start_lr=1e-4, end_lr=1.0, num_steps=20, skip_end=0),
+        progress=False,
     )
     expected = [1e-4 * (1.0 / 1e-4) ** (i / 20) for i in range(20)]
     assert result.lrs["group_0"] == pytest.approx(expected, rel=1e-12)
@@ -105,7 +109,9 @@ def test_linear_schedule_and_explicit_group_bounds():
     model = tiny_model()
     opt = two_group_optimizer(model, names=["body", "head"])
     step, _ = make_step(model, opt, losses=[1.0] * 10)
-    config = LRFinderConfig(start_lr=[0.1, 1.0], end_lr=[1.1, 3.0], num_steps=10, mode="linear", skip_end=0)
+    config = LRFinderConfig(
+        num_sweeps=1, start_lr=[0.1, 1.0], end_lr=[1.1, 3.0], num_steps=10, mode="linear", skip_end=0
+    )
     result = range_test(step, model, opt, config, progress=False)
     assert result.lrs["body"] == pytest.approx([0.1 + i / 10 for i in range(10)])
     assert result.lrs["head"] == pytest.approx([1.0 + 2 * i / 10 for i in range(10)])
@@ -118,7 +124,11 @@ def test_smoothing_is_the_debiased_ema():
     raw = [3.0, 2.0, 2.5, 1.0, 1.5, 0.5, 0.7, 0.2]
     step, _ = make_step(model, opt, losses=raw)
     result = range_test(
-        step, model, opt, LRFinderConfig(num_steps=8, beta=0.9, check_every=3, diverge_threshold=None), progress=False
+        step,
+        model,
+        opt,
+        LRFinderConfig(num_sweeps=1, num_steps=8, beta=0.9, check_every=3, diverge_threshold=None),
+        progress=False,
     )
     avg, expected = 0.0, []
     for t, loss in enumerate(raw, start=1):
@@ -133,7 +143,9 @@ def test_divergence_stops_and_cuts_points_past_it():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     raw = [1.0] * 10 + [1000.0] * 30
     step, calls = make_step(model, opt, losses=raw)
-    result = range_test(step, model, opt, LRFinderConfig(num_steps=40, beta=0.5, check_every=8), progress=False)
+    result = range_test(
+        step, model, opt, LRFinderConfig(num_sweeps=1, num_steps=40, beta=0.5, check_every=8), progress=False
+    )
     # smoothed: 1.0 for 10 steps, then the debiased EMA of 1000 crosses 4x the best (1.0) at step 11 (index 10)
     assert result.stop_reason["all"] == "diverged"
     assert len(result.losses["all"]) == 11 and len(result.lrs["all"]) == 11
@@ -147,7 +159,11 @@ def test_divergence_with_a_real_model_and_huge_end_lr():
     before = state_of(model, opt)
     step, _ = make_step(model, opt)
     result = range_test(
-        step, model, opt, LRFinderConfig(start_lr=1e-4, end_lr=1e6, num_steps=100, check_every=1), progress=False
+        step,
+        model,
+        opt,
+        LRFinderConfig(num_sweeps=1, start_lr=1e-4, end_lr=1e6, num_steps=100, check_every=1),
+        progress=False,
     )
     assert result.stop_reason["all"] in ("diverged", "non_finite_loss")
     assert len(result.losses["all"]) < 100
@@ -162,7 +178,9 @@ def test_divergence_rule_works_for_negative_losses():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     raw = [-1.0 - 0.01 * i for i in range(30)] + [50.0] * 20
     step, _ = make_step(model, opt, losses=raw)
-    result = range_test(step, model, opt, LRFinderConfig(num_steps=50, beta=0.5, check_every=1), progress=False)
+    result = range_test(
+        step, model, opt, LRFinderConfig(num_sweeps=1, num_steps=50, beta=0.5, check_every=1), progress=False
+    )
     assert result.stop_reason["all"] == "diverged"
     assert 30 < len(result.losses["all"]) < 35
 
@@ -172,7 +190,7 @@ def test_non_finite_loss_stops_and_is_cut_by_preparation():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     raw = [2.0 - 0.05 * i for i in range(25)] + [math.nan] * 5
     step, _ = make_step(model, opt, losses=raw)
-    result = range_test(step, model, opt, LRFinderConfig(num_steps=30, check_every=4), progress=False)
+    result = range_test(step, model, opt, LRFinderConfig(num_sweeps=1, num_steps=30, check_every=4), progress=False)
     assert result.stop_reason["all"] == "non_finite_loss"
     assert len(result.losses["all"]) == 26 and math.isnan(result.losses["all"][-1])
     assert result.suggestions["all"]["valley"] is not None
@@ -205,7 +223,7 @@ def test_restore_is_bit_identical(tmp_path, where, how):
             raise KeyboardInterrupt
         return step()
 
-    config = LRFinderConfig(num_steps=20, snapshot=where, snapshot_dir=str(tmp_path), check_every=1)
+    config = LRFinderConfig(num_sweeps=1, num_steps=20, snapshot=where, snapshot_dir=str(tmp_path), check_every=1)
     if how in ("exception", "interrupt"):
         with pytest.raises(RuntimeError if how == "exception" else KeyboardInterrupt):
             range_test(step_with_noise, model, opt, config, progress=False)
@@ -242,7 +260,7 @@ def test_result_json_round_trip(tmp_path):
     opt = two_group_optimizer(model, names=["body", "head"])
     raw = [2.0 - 0.02 * i for i in range(30)] + [math.nan] * 10
     step, _ = make_step(model, opt, losses=raw)
-    result = range_test(step, model, opt, LRFinderConfig(num_steps=40, check_every=5), progress=False)
+    result = range_test(step, model, opt, LRFinderConfig(num_sweeps=1, num_steps=40, check_every=5), progress=False)
     result.save(tmp_path / "sub" / "lr_find.json")
     loaded = LRFinderResult.load(tmp_path / "sub" / "lr_find.json")
     assert loaded.lrs == result.lrs and loaded.suggestions == result.suggestions
@@ -275,7 +293,9 @@ def test_plot_lines_hold_the_recorded_data(tmp_path):
     opt = two_group_optimizer(model, names=["body", "head"])
     raw = [2.0 - 0.02 * i + 0.01 * (i % 3) for i in range(60)]
     step, _ = make_step(model, opt, losses=raw)
-    result = range_test(step, model, opt, LRFinderConfig(num_steps=60, diverge_threshold=None), progress=False)
+    result = range_test(
+        step, model, opt, LRFinderConfig(num_sweeps=1, num_steps=60, diverge_threshold=None), progress=False
+    )
     fig = result.plot(tmp_path / "lr_find.png")
     assert (tmp_path / "lr_find.png").stat().st_size > 0
     assert len(fig.axes) == 2  # body and head have different lr axes: one panel each
@@ -337,7 +357,11 @@ def test_custom_suggester_and_group_names():
         return float(lrs[-1])
 
     result = range_test(
-        step, model, opt, LRFinderConfig(num_steps=20, suggest=["valley", last_lr], skip_end=0), progress=False
+        step,
+        model,
+        opt,
+        LRFinderConfig(num_sweeps=1, num_steps=20, suggest=["valley", last_lr], skip_end=0),
+        progress=False,
     )
     assert result.suggestions["all"]["last_lr"] == result.lrs["all"][-1]
 
@@ -357,5 +381,48 @@ def test_no_temp_files_left_in_default_tempdir(tmp_path, monkeypatch):
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     step, _ = make_step(model, opt)
-    range_test(step, model, opt, LRFinderConfig(num_steps=5, snapshot="disk"), progress=False)
+    range_test(step, model, opt, LRFinderConfig(num_sweeps=1, num_steps=5, snapshot="disk"), progress=False)
     assert glob.glob(str(tmp_path / "hf_lrfind-*")) == []
+
+
+def test_several_sweeps_start_from_the_same_state_and_are_averaged():
+    model = tiny_model()
+    opt = two_group_optimizer(model)
+    before = state_of(model, opt)
+    batches = iter(torch.randn(3 * 12, 32, 8, generator=torch.Generator().manual_seed(4)))  # new batches per step
+    starts = []
+
+    def step():
+        x = next(batches)
+        if len(starts) < 3 and opt.param_groups[0]["lr"] == 1e-7:  # first step of a sweep
+            starts.append({k: v.clone() for k, v in model.state_dict().items()})
+        loss = torch.nn.functional.mse_loss(model(x), x.sum(1, keepdim=True))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return StepOutput(loss.detach())
+
+    config = LRFinderConfig(num_steps=12, diverge_threshold=None, skip_end=0)
+    result = range_test(step, model, opt, config, progress=False)
+    assert config.num_sweeps == 3 and result.metadata["num_sweeps"] == 3
+    assert result.metadata["steps_run"] == result.metadata["cost_steps"] == 36
+    for start in starts[1:]:  # restored in between: every sweep starts where the first did
+        assert all(torch.equal(start[k], starts[0][k]) for k in start)
+    sweeps = result.metadata["sweep_losses"]["group_0"]
+    assert len(sweeps) == 3 and sweeps[0] != sweeps[1]  # other batches, other losses
+    assert result.losses["group_0"] == [math.fsum(s[i] for s in sweeps) / 3 for i in range(12)]
+    assert result.smoothed_losses["group_0"] == pytest.approx(debiased_ema(result.losses["group_0"], 0.98), rel=1e-12)
+    assert_same_state(before, state_of(model, opt))
+
+
+def test_the_shortest_sweep_sets_the_length_of_the_average():
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    # sweep 1 runs 10 steps, sweep 2 diverges at its step 4 (then 9 more steps run before the check), sweep 3 runs 10
+    reported = [1.0] * 10 + [1.0, 1.0, 1.0, 100.0] + [100.0] * 6 + [0.5] * 10
+    step, calls = make_step(model, opt, losses=reported)
+    result = range_test(step, model, opt, LRFinderConfig(num_steps=10, check_every=10), progress=False)
+    assert len(calls) == 30
+    assert result.losses["all"] == [(1.0 + 1.0 + 0.5) / 3] * 3 + [(1.0 + 100.0 + 0.5) / 3]
+    assert result.stop_reason["all"] == "diverged" and result.metadata["steps_run"] == 10 + 4 + 10
+    assert result.metadata["cost_steps"] == 30  # what ran: the sweep is read back every 10 steps

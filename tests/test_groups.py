@@ -335,7 +335,7 @@ def hand_made_result(suggestions, metadata=None):
         lrs={g: lrs for g in suggestions},
         losses={g: [1.0, 0.8, 2.0] for g in suggestions},
         smoothed_losses={g: [1.0, 0.9, 1.3] for g in suggestions},
-        suggestions={g: {"valley": lr, "steep": None} for g, lr in suggestions.items()},
+        suggestions={g: {"trough": lr, "steep": None} for g, lr in suggestions.items()},
         stop_reason={g: "num_steps" for g in suggestions},
         metadata=metadata or {},
     )
@@ -355,7 +355,7 @@ def test_adamw_from_result_param_groups_carries_the_suggestions_and_trains(tmp_p
     result = hand_made_result({"head": 3e-2, "body": 3e-3}, {"groups": groups})
     result.save(tmp_path / "result.json")
     result = LRFinderResult.load(tmp_path / "result.json")  # the stored groups survive the JSON round trip
-    optimizer = torch.optim.AdamW(result.param_groups(model, "valley", weight_decay=0.01))
+    optimizer = torch.optim.AdamW(result.param_groups(model, "trough", weight_decay=0.01))
     assert {(g["name"], g["lr"]) for g in optimizer.param_groups} == {("head", 3e-2), ("body", 3e-3)}
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0, 0.01, 0.0]
     batch = fixed_batch()

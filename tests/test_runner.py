@@ -127,7 +127,7 @@ def test_applied_lrs_per_group_keep_their_ratio():
     optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append([g["lr"] for g in opt.param_groups]))
     finder = LRFinder(model, optimizer, accelerator=Accelerator(cpu=True), progress=False)
     result = finder.range_test(
-        make_batches(), start_lr=1e-5, end_lr=1e-1, num_steps=12, diverge_threshold=None, skip_end=0
+        make_batches(), start_lr=1e-5, end_lr=1e-1, num_steps=12, num_sweeps=1, diverge_threshold=None, skip_end=0
     )
     expected = exp_lrs(1e-5, 1e-1, 12)
     assert result.lrs["group_0"] == pytest.approx(expected, rel=1e-12)
@@ -150,7 +150,7 @@ def test_raw_losses_equal_a_plain_accelerate_loop(max_grad_norm):
         accelerator=accelerator,
         max_grad_norm=max_grad_norm,
         progress=False,
-    ).range_test(batches, start_lr=1e-4, end_lr=1.0, num_steps=8, diverge_threshold=None, check_every=3)
+    ).range_test(batches, start_lr=1e-4, end_lr=1.0, num_steps=8, num_sweeps=1, diverge_threshold=None, check_every=3)
     plain = plain_loop(
         accelerator, twin, torch.optim.AdamW(twin.parameters()), batches, result.lrs["all"], max_grad_norm
     )
@@ -272,7 +272,7 @@ def test_short_loader_is_cycled():
     model = tiny_gpt2()
     loader = CountingLoader(make_batches(n=3))
     result = LRFinder(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False).range_test(
-        loader, start_lr=1e-4, end_lr=1e-2, num_steps=7, diverge_threshold=None
+        loader, start_lr=1e-4, end_lr=1e-2, num_steps=7, num_sweeps=1, diverge_threshold=None
     )
     assert len(result.losses["all"]) == 7
     assert loader.served == 7 and loader.iterations == 3
@@ -333,7 +333,7 @@ def test_skipped_optimizer_steps_are_counted_and_retried():
 
     optimizer.step = step
     result = LRFinder(model, optimizer, accelerator=accelerator, progress=False).range_test(
-        make_batches(), start_lr=1e-4, end_lr=1e-2, num_steps=6, diverge_threshold=None
+        make_batches(), start_lr=1e-4, end_lr=1e-2, num_steps=6, num_sweeps=1, diverge_threshold=None
     )
     del optimizer.step
     expected = exp_lrs(1e-4, 1e-2, 6)
@@ -348,7 +348,13 @@ def test_tokens_seen_and_output_dir(tmp_path):
     batches[1]["attention_mask"] = torch.ones(4, SEQ, dtype=torch.long)
     batches[1]["attention_mask"][:, -3:] = 0
     result = LRFinder(model, torch.optim.SGD(model.parameters(), lr=0.1), progress=False).range_test(
-        batches, start_lr=1e-4, end_lr=1e-2, num_steps=4, diverge_threshold=None, output_dir=tmp_path / "out"
+        batches,
+        start_lr=1e-4,
+        end_lr=1e-2,
+        num_steps=4,
+        num_sweeps=1,
+        diverge_threshold=None,
+        output_dir=tmp_path / "out",
     )
     assert result.metadata["tokens_seen"] == 2 * 4 * SEQ + 2 * 4 * (SEQ - 3)
     assert result.metadata["runner"] == "accelerate" and result.metadata["num_processes"] == 1

@@ -36,7 +36,7 @@ def test_sequential_phases_apply_the_right_rates_and_restore():
     assert [c[1] for c in calls[35:]] == [head_lr] * 30  # ... head at its suggestion
     assert result.lrs["head"] == pytest.approx(sweep) and result.lrs["body"] == pytest.approx(sweep)
     assert result.losses["head"] != result.losses["body"]
-    assert head_lr == result.suggestions["head"]["valley"]
+    assert head_lr == result.suggestions["head"]["trough"]
     assert result.metadata["strategy"] == "sequential"
     assert_same_state(before, state_of(model, opt))
 

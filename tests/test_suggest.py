@@ -26,6 +26,7 @@ from hf_lrfind.suggest import (
     slide,
     steep,
     suggest_all,
+    trough,
     valley,
 )
 
@@ -485,10 +486,10 @@ def test_prepare_curve_rejects_mismatched_lengths():
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_default_suggester_is_valley():
-    assert DEFAULT_SUGGESTER == "valley"
-    assert SUGGESTERS[DEFAULT_SUGGESTER] is valley
-    assert list(SUGGESTERS) == ["valley", "slide", "steep", "minimum"]
+def test_default_suggester_is_trough_and_fastais_four_keep_their_names():
+    assert DEFAULT_SUGGESTER == "trough"
+    assert SUGGESTERS[DEFAULT_SUGGESTER] is trough
+    assert list(SUGGESTERS) == ["trough", "valley", "slide", "steep", "minimum"]
 
 
 def test_resolve_names_and_callables():
@@ -515,7 +516,7 @@ def test_resolve_names_and_callables():
 
 def test_resolve_unknown_name_raises():
     with pytest.raises(
-        ValueError, match=r"'vally'.*\['minimum', 'slide', 'steep', 'valley'\].*callable \(lrs, losses\)"
+        ValueError, match=r"'vally'.*\['minimum', 'slide', 'steep', 'trough', 'valley'\].*callable \(lrs, losses\)"
     ):
         resolve_suggesters(["vally"])
 
@@ -530,7 +531,7 @@ def test_suggest_all_runs_every_method():
     rng = np.random.default_rng(9)
     lrs, losses = prepare_curve(fastai_lrs(100), realistic(rng, 100))
     got = suggest_all(lrs, losses, list(SUGGESTERS) + [lambda a, b: np.float32(0.5), lambda a, b: None])
-    assert got == {name: fn(lrs, losses) for name, fn in SUGGESTERS.items()} | {"custom_4": 0.5, "custom_5": None}
+    assert got == {name: fn(lrs, losses) for name, fn in SUGGESTERS.items()} | {"custom_5": 0.5, "custom_6": None}
     assert all(type(v) is float for v in list(got.values())[:5])
 
 

@@ -127,7 +127,7 @@ def test_applied_lrs_follow_the_sweep_in_every_group(tmp_path):
     model = bert()
     opt, seen = two_group_optimizer(model)
     trainer = make_trainer(tmp_path, model, optimizers=(opt, None))
-    result = find_lr(trainer, num_steps=12, end_lr=1.0, save_to=None)
+    result = find_lr(trainer, num_steps=12, num_sweeps=1, end_lr=1.0, save_to=None)
     assert len(seen) == 12  # the sweep's steps only: no batch runs after it
     assert [s[0] for s in seen] == result.lrs["group_0"]
     assert [s[1] for s in seen] == result.lrs["group_1"] == pytest.approx([10 * lr for lr in result.lrs["group_0"]])
@@ -155,9 +155,9 @@ def test_find_lr_then_train_is_train_alone(tmp_path):
     alone = make_trainer(tmp_path / "a")
     alone_losses = train_losses(alone)
     trainer = make_trainer(tmp_path / "b")
-    result = find_lr(trainer, num_steps=10)
+    result = find_lr(trainer, num_steps=10)  # the default 3 sweeps, restored between and after
     assert os.path.exists(tmp_path / "b" / "lr_find.json") and os.path.exists(tmp_path / "b" / "lr_find.png")
-    assert result.metadata["steps_run"] == 10
+    assert result.metadata["num_sweeps"] == 3 and result.metadata["steps_run"] == result.metadata["cost_steps"] == 30
     assert train_losses(trainer) == alone_losses
     assert_same(weights(alone.model), weights(trainer.model))
 
@@ -180,7 +180,7 @@ def test_callback_train_is_plain_training_at_the_suggestion(tmp_path):
     finder = LRFinderCallback(then="train", num_steps=10, save_to=None)
     trainer = make_trainer(tmp_path / "b", callbacks=[finder])
     losses = train_losses(trainer)
-    lr = finder.result.suggestion("valley")
+    lr = finder.result.suggestion()  # the default rule, trough
     plain = make_trainer(tmp_path / "a", learning_rate=lr)
     assert train_losses(plain) == losses
     assert_same(weights(plain.model), weights(trainer.model))
@@ -261,7 +261,7 @@ def test_callback_train_with_groups_trains_each_group_at_its_suggestion(tmp_path
 
     trainer.add_callback(Spy())
     trainer.train()
-    expected = {g: finder.result.suggestion("valley", g) for g in ("head", "body")}
+    expected = {g: finder.result.suggestion("trough", g) for g in ("head", "body")}
     assert seen and all(s == expected for s in seen)  # the schedule's peak per group
     assert trainer.state.global_step == 6
 
@@ -298,7 +298,7 @@ def test_find_lr_runs_no_other_callback_and_leaves_no_trace(tmp_path):
     rng = torch.get_rng_state()
     result = find_lr(trainer, num_steps=8, skip_end=0, save_to=None)
     # Trackers and user callbacks see no training start or end, only the suggestions.
-    logged = [f"lr_find/all/{m}" for m in ("minimum", "slide", "steep", "valley") if result.suggestions["all"][m]]
+    logged = [f"lr_find/all/{m}" for m in sorted(result.suggestions["all"]) if result.suggestions["all"][m]]
     assert recorder.events == [("on_log", sorted(logged))]
     assert trainer.state is state and state.log_history == [] and state.global_step == 0
     assert trainer.optimizer is None and trainer.lr_scheduler is None and trainer.model_wrapped is model
@@ -314,7 +314,7 @@ def test_callback_stop_runs_no_batch_after_the_sweep(tmp_path):
     trainer = make_trainer(tmp_path, cls=CountingSteps, callbacks=[finder, recorder])
     CountingSteps.calls = 0
     out = trainer.train()
-    assert CountingSteps.calls == 8 and out.global_step == 0
+    assert CountingSteps.calls == 3 * 8 and out.global_step == 0  # three sweeps of 8 steps, then nothing
     names = {e if isinstance(e, str) else e[0] for e in recorder.events}
     assert not {"on_step_begin", "on_step_end", "on_substep_end", "on_save", "on_evaluate"} & names
     assert "_run_epoch" not in trainer.__dict__
@@ -366,7 +366,7 @@ def test_apply_sets_each_group_of_the_users_optimizer_as_the_schedules_peak(tmp_
 def test_callback_train_with_the_users_two_group_optimizer(tmp_path):
     model = bert()
     opt, seen = two_group_optimizer(model)
-    finder = LRFinderCallback(then="train", method="minimum", num_steps=20, end_lr=1.0, save_to=None)
+    finder = LRFinderCallback(then="train", method="minimum", num_steps=20, num_sweeps=1, end_lr=1.0, save_to=None)
     trainer = make_trainer(tmp_path, model, optimizers=(opt, None), callbacks=[finder], warmup_steps=2, max_steps=4)
     trainer.train()
     peaks = [finder.result.suggestion("minimum", g) for g in ("group_0", "group_1")]
