@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `hf-lrfind`."""
     p = _Parser(
         prog="hf-lrfind",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Learning-rate range test for a Hugging Face model. With no --model, --config or --dataset, runs a tiny model on a text sample that ships with the package.",
     )
     source = p.add_argument_group("model and data")
@@ -55,34 +56,34 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--model", help="hub id or local folder of a pretrained model")
     which.add_argument("--config", help="config.json (or a folder holding one): random init, for smoke runs")
     source.add_argument("--tokenizer", help="hub id or local folder of the tokenizer (default: --model or --config)")
-    source.add_argument("--task", choices=("auto", *TASKS), default="auto")
+    source.add_argument("--task", choices=("auto", *TASKS), default="auto", help="auto: from the model's architecture")
     source.add_argument("--dataset", help="local csv/json/jsonl/txt/parquet file, or a datasets name (online)")
-    source.add_argument("--text-column", default="text")
-    source.add_argument("--label-column", default="label")
+    source.add_argument("--text-column", default="text", help="the dataset's text column")
+    source.add_argument("--label-column", default="label", help="the dataset's class-id column (seq-cls)")
     source.add_argument("--block-size", type=_positive_int, default=128, help="tokens per example (LM tasks)")
     source.add_argument("--max-length", type=_positive_int, default=128, help="longest text in tokens (seq-cls)")
 
     train = p.add_argument_group("training step")
-    train.add_argument("--batch-size", type=_positive_int, default=8)
+    train.add_argument("--batch-size", type=_positive_int, default=8, help="examples per micro-batch")
     train.add_argument("--grad-accum", type=_positive_int, default=1, help="micro-batches per optimizer step")
     train.add_argument("--mixed-precision", choices=("no", "bf16", "fp16"), help="default: as accelerate is configured")
     train.add_argument("--cpu", action="store_true", help="run on CPU even where a GPU is available")
     train.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     train.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping; 0 turns it off")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="initialisation, data order and dropout")
 
     sweep = p.add_argument_group("sweep")
-    sweep.add_argument("--start-lr", type=float, default=1e-7)
-    sweep.add_argument("--end-lr", type=float, default=10.0)
-    sweep.add_argument("--num-steps", type=int, default=100)
+    sweep.add_argument("--start-lr", type=float, default=1e-7, help="learning rate of the first step")
+    sweep.add_argument("--end-lr", type=float, default=10.0, help="learning rate the sweep heads for")
+    sweep.add_argument("--num-steps", type=int, default=100, help="optimizer steps of each sweep")
     sweep.add_argument(
         "--num-sweeps", type=int, default=3, help="sweeps averaged (each from the same start, on the next batches)"
     )
-    sweep.add_argument("--mode", choices=("exp", "linear"), default="exp")
+    sweep.add_argument("--mode", choices=("exp", "linear"), default="exp", help="spacing of the learning rates")
     sweep.add_argument(
         "--suggest",
         default="trough,valley,slide,steep,minimum",
-        help="comma-separated suggestion rules; the first is the suggestion (default: %(default)s)",
+        help="comma-separated suggestion rules; the first is the suggestion",
     )
     _add_group_options(p)
 
@@ -149,6 +150,11 @@ def _check_column(dataset: Any, column: str, option: str) -> None:
         )
 
 
+def _looks_like_a_path(spec: str) -> bool:
+    """A local path rather than a hub id: starts with '.', '/' or '~', or exists."""
+    return spec.startswith((".", "/", "~")) or os.path.exists(spec)
+
+
 def _load_config(args: argparse.Namespace) -> Any:
     from transformers import AutoConfig
 
@@ -157,6 +163,8 @@ def _load_config(args: argparse.Namespace) -> Any:
         return None
     if args.config and not os.path.exists(spec):
         raise BadInput(f"--config {spec}: no such file or folder; pass a config.json or a folder holding one.")
+    if args.model and _looks_like_a_path(spec) and not os.path.isdir(spec):
+        raise BadInput(f"--model {spec}: the folder does not exist; pass a folder holding config.json, or a hub id.")
     try:
         if args.config and os.path.isfile(spec):
             import json
@@ -179,10 +187,11 @@ def _load_tokenizer(args: argparse.Namespace, texts: list[str]) -> Any:
     from .data import train_tokenizer
 
     spec = args.tokenizer or args.model
-    if spec is None and args.config and os.path.isdir(args.config):
+    if spec is None and args.config:  # the tokenizer saved beside the config, if there is one
+        folder = args.config if os.path.isdir(args.config) else os.path.dirname(os.path.abspath(args.config))
         names = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json")
-        if any(os.path.exists(os.path.join(args.config, n)) for n in names):
-            spec = args.config
+        if any(os.path.exists(os.path.join(folder, n)) for n in names):
+            spec = folder
     if spec is None:
         return train_tokenizer(texts)
     try:

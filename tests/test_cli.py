@@ -133,7 +133,9 @@ def test_layer_decay_gives_one_group_per_layer(tmp_path):
         ),
         (lambda d: ["--config", d["model"], "--block-size", "256"], "--block-size 128 or less"),
         (lambda d: ["--config", str(d["tmp"] / "nothing")], "--config .*: no such file or folder"),
-        (lambda d: ["--model", str(d["tmp"] / "nothing")], "--model .*nothing"),
+        (lambda d: ["--model", str(d["tmp"] / "nothing")], "--model .*nothing: the folder does not exist"),
+        (lambda d: ["--model", "./does-not-exist"], "--model ./does-not-exist: the folder does not exist"),
+        (lambda d: ["--num-sweeps", "0"], r"num_sweeps \(0\) must be at least 1"),
         (lambda d: ["--start-lr", "1", "--end-lr", "0.1"], r"start_lr \(1.0\) must be smaller than end_lr \(0.1\)"),
         (lambda d: ["--suggest", "valley,best"], "best"),
         (lambda d: ["--mode", "cubic"], "invalid choice: 'cubic'"),
@@ -149,6 +151,8 @@ def test_layer_decay_gives_one_group_per_layer(tmp_path):
         "block_too_long",
         "missing_config",
         "missing_model",
+        "missing_relative_model",
+        "no_sweeps",
         "lr_order",
         "unknown_suggester",
         "bad_choice",
@@ -170,3 +174,28 @@ def test_bad_input_is_one_line_and_exit_status_2(make_args, message, tmp_path, t
     assert len(lines) == 1 and lines[0].startswith("hf-lrfind: error: "), captured.err
     assert re.search(message, lines[0]), lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_help_shows_the_defaults(capsys):
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option, default in (
+        ("--start-lr", "1e-07"),
+        ("--end-lr", "10.0"),
+        ("--num-steps", "100"),
+        ("--num-sweeps", "3"),
+        ("--batch-size", "8"),
+    ):
+        assert re.search(f"{option} [A-Z_]+ .*?\\(default: {re.escape(default)}\\)", text), option
+
+
+def test_config_file_uses_the_tokenizer_saved_beside_it(tmp_path, tokenizer, monkeypatch):
+    folder = config_folder(tmp_path / "model", tokenizer)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained a new tokenizer instead of loading the one beside config.json")
+
+    monkeypatch.setattr("hf_lrfind.data.train_tokenizer", no_training)
+    args = ["--config", os.path.join(folder, "config.json"), "--num-steps", "5", "--num-sweeps", "1"]
+    assert main([*args, "--output-dir", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert LRFinderResult.load(tmp_path / "out" / "lr_find.json").metadata["num_sweeps"] == 1

@@ -426,3 +426,25 @@ def test_the_shortest_sweep_sets_the_length_of_the_average():
     assert result.losses["all"] == [(1.0 + 1.0 + 0.5) / 3] * 3 + [(1.0 + 100.0 + 0.5) / 3]
     assert result.stop_reason["all"] == "diverged" and result.metadata["steps_run"] == 10 + 4 + 10
     assert result.metadata["cost_steps"] == 30  # what ran: the sweep is read back every 10 steps
+
+
+def test_a_curve_that_never_drops_is_reported_in_the_result_and_the_log(caplog):
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    flat = [0.69 + 0.01 * ((7 * i) % 5 - 2) for i in range(3 * 40)]  # scatter around a level, no drop
+    step, _ = make_step(model, opt, losses=flat)
+    with caplog.at_level("WARNING", logger="hf_lrfind.engine"):
+        result = range_test(step, model, opt, LRFinderConfig(num_steps=40, diverge_threshold=None), progress=False)
+    (message,) = result.metadata["warnings"]
+    assert "never clearly dropped" in message and message in caplog.text
+    assert result.suggestions["all"]["trough"] is not None  # still computed, but flagged
+
+
+def test_a_curve_that_drops_and_rises_carries_no_warning():
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    bowl = [1.0 + 0.05 * abs(i - 25) for i in range(40)] * 3
+    step, _ = make_step(model, opt, losses=bowl)
+    result = range_test(step, model, opt, LRFinderConfig(num_steps=40, diverge_threshold=None), progress=False)
+    assert result.metadata["warnings"] == []
+    assert result.suggestions["all"]["trough"] == pytest.approx(result.lrs["all"][25] / 3)
