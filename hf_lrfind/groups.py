@@ -370,6 +370,10 @@ def detect_groups(
         if not groups:
             raise ValueError("groups is an empty mapping; give at least one group, e.g. {'all': ['*']}.")
         result = _explicit_groups(model, groups, trainable)
+    elif isinstance(groups, str):
+        raise ValueError(
+            f"Unknown groups {groups!r}: pass 'auto' (head, body, adapter), 'optimizer' (the optimizer's own param groups), a mapping from group name to name patterns, or None for one group."
+        )
     else:
         raise TypeError(
             f"groups must be 'auto', 'optimizer' or a mapping from group name to name patterns; got {groups!r}."

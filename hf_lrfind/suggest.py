@@ -211,7 +211,7 @@ def trough(
     end = int(bad[0]) if len(bad) else len(losses64)
     if end == 0:
         logger.warning(
-            "trough: the curve starts with a non-finite loss (no finite loss to read: no finite loss); returning None."
+            "trough: the curve starts with a non-finite loss, so there is no finite loss to read; returning None."
         )
         return None
     smooth = centered_mean(losses64[:end], half_width)
@@ -300,8 +300,12 @@ def curve_warnings(
     low = int(np.argmin(smooth))
     start, scatter = smooth[0], float(np.std(losses64 - smooth))
     if start - smooth[low] <= max(2 * scatter, 0.01 * abs(start)):
+        if stop_reason == "num_steps":
+            advice = f"Raise end_lr ({lrs64[-1]:.3g} reached) or num_steps, or check that the model learns from these batches."
+        else:
+            advice = f"It {stop_reason.replace('_', ' ')} first: check that the model learns from these batches (labels, trainable parameters), or lower start_lr."
         return [
-            f"The loss{where} never clearly dropped (from {start:.4g} to at best {smooth[low]:.4g}, scatter {scatter:.2g}): the suggestions do not point at a rate that trains. Raise end_lr ({lrs64[-1]:.3g} reached), run more steps, or check that the model learns from these batches."
+            f"The loss{where} never clearly dropped (from {start:.4g} to at best {smooth[low]:.4g}, scatter {scatter:.2g}): the suggestions do not point at a rate that trains. {advice}"
         ]
     if stop_reason == "num_steps" and low >= n - max(1, n // 20):
         return [

@@ -395,3 +395,14 @@ def test_param_groups_from_result_errors():
         param_groups_from_result(hand_made_result({"group_0": 1e-3, "group_1": 1e-2}), model)
     with pytest.raises(ValueError, match="'steep' gave no suggestion"):
         param_groups_from_result(hand_made_result({"head": 1e-2, "body": 1e-3}), model, "steep")
+
+
+@pytest.mark.parametrize("bad", ["heads", "Auto", ""])
+def test_an_unknown_groups_name_lists_the_vocabulary(bad):
+    with pytest.raises(ValueError, match=r"Unknown groups .*'auto'.*'optimizer'.*mapping.*None"):
+        detect_groups(tiny_bert(), bad)
+
+
+def test_groups_of_the_wrong_type_is_a_type_error():
+    with pytest.raises(TypeError, match="groups must be"):
+        detect_groups(tiny_bert(), 3)

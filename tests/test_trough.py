@@ -113,6 +113,8 @@ def test_warning_when_the_loss_never_drops():
     lrs, raw = prepare_curve(lrs_of(100), 0.69 + rng.normal(scale=0.01, size=100))
     (message,) = curve_warnings(lrs, raw, group="head")
     assert "group 'head' never clearly dropped" in message and "Raise end_lr" in message
+    (message,) = curve_warnings(lrs, raw, stop_reason="diverged")
+    assert "never clearly dropped" in message and "It diverged first" in message and "lower start_lr" in message
 
 
 def test_warning_when_the_loss_is_still_falling_at_the_end():
