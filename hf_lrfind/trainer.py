@@ -549,7 +549,9 @@ def apply_result(result: LRFinderResult, trainer: Trainer, method: str = "trough
     scheduler's base rates). Several groups that are the trainer's optimizer's own groups (by `"name"`, or by their
     lrs, as the sweep named them): each gets its suggestion as its peak lr (`initial_lr`, the scheduler's base lr), in
     place. Other groups (`groups=` sweeps): a new optimizer of the Trainer's optimizer class over
-    `result.param_groups(model)` (the Trainer's weight-decay split kept), whose scheduler the Trainer builds.
+    `result.param_groups(model)` (the Trainer's weight-decay split kept), whose scheduler the Trainer builds. With
+    several groups `args.learning_rate` reads the first group's peak (the head's, for `groups="auto"`), the rate the
+    Trainer logs as `learning_rate`; each group's own peak is in `trainer.optimizer.param_groups`.
     """
     if len(result.groups) == 1:
         lr = result.suggestion(method)
@@ -581,6 +583,8 @@ def apply_result(result: LRFinderResult, trainer: Trainer, method: str = "trough
     cls, kwargs = Trainer.get_optimizer_cls_and_kwargs(trainer.args, model)
     kwargs.pop("lr", None)
     optimizer = cls(param_groups, **kwargs)
+    # What a user (and the Trainer's own logs of `learning_rate`) reads back: the first group's peak, as above.
+    trainer.args.learning_rate = param_groups[0]["lr"]
     if trainer.is_in_train:  # called from the callback, after the Trainer prepared its own optimizer and scheduler
         optimizer = trainer.accelerator.prepare_optimizer(optimizer)
         trainer.optimizer, trainer.lr_scheduler = optimizer, None

@@ -212,6 +212,7 @@ def test_groups_auto_sequential_gives_head_and_body(tmp_path):
     assert {g["name"]: g["lr"] for g in trainer.optimizer.param_groups} == {
         g: result.suggestion("minimum", g) for g in ("head", "body")
     }
+    assert trainer.args.learning_rate == result.suggestion("minimum", "head")  # what a user reads back agrees
     trainer.train()  # trains with the per-group optimizer
 
 
