@@ -138,6 +138,7 @@ def sweep(
     names = param_group_names(groups)
     if bounds is None:
         bounds = group_bounds([base_lr(g) for g in groups], config.start_lr, config.end_lr)
+    shown = next((i for i, (s, e) in enumerate(bounds) if s != e), 0)  # the progress bar shows a swept group's lr
     recorder = LossRecorder(config.beta, config.diverge_threshold, config.check_every)
     applied: list[list[float]] = []
     skipped, tokens = 0, None
@@ -170,7 +171,7 @@ def sweep(
             if recorder.append(out.loss):
                 break
             if step % config.check_every == 0:  # the recorder has just read the losses back
-                bar.set_postfix(lr=f"{lrs[0]:.2e}", loss=f"{recorder.smoothed[-1]:.4g}", refresh=False)
+                bar.set_postfix(lr=f"{lrs[shown]:.2e}", loss=f"{recorder.smoothed[-1]:.4g}", refresh=False)
         recorder.check()
     finally:
         bar.close()

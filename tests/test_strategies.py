@@ -137,3 +137,23 @@ def test_run_strategy_refuses_an_unknown_strategy():
     with pytest.raises(ValueError, match="must be one of"):
         run_strategy("greedy", step, model, opt, LRFinderConfig(num_steps=10), progress=False)
     assert calls == []
+
+
+def test_the_progress_bar_shows_the_swept_groups_lr(monkeypatch):
+    import tqdm.auto
+
+    shown = []
+
+    class Bar(tqdm.auto.tqdm):
+        def set_postfix(self, *args, **kwargs):
+            shown.append(kwargs["lr"])
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    model = tiny_model()
+    opt = two_group_optimizer(model, names=["body", "head"])
+    step, calls = make_step(model, opt)
+    config = LRFinderConfig(start_lr=1e-7, end_lr=1.0, num_steps=20, check_every=10, diverge_threshold=None)
+    sequential_range_test(step, model, opt, config, warmup_steps=2, progress=True)
+    # group 0 (body) is held at 0 while the head is swept, then swept while the head is held at its suggestion
+    head_sweep, body_sweep = [c[1] for c in calls[:20]], [c[0] for c in calls[22:]]
+    assert shown == [f"{lr:.2e}" for lr in (head_sweep[9], head_sweep[19], body_sweep[9], body_sweep[19])]
