@@ -268,6 +268,24 @@ def plot(scores: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def sensitivity(regimes: Sequence[str], factors=(2.0, 2.5, 3.0, 4.0, 5.0), half_widths=(1, 2, 3, 4)) -> str:
+    """Markdown: sweep seeds in the window per regime (3-sweep records) for other `factor`s and `half_width`s of trough."""
+    loaded = {r: load(os.path.join(DATA_DIR, f"{r}.jsonl")) for r in regimes}
+    windows = {r: top_window([x for x in recs if x["kind"] == "grid"])["window"] for r, recs in loaded.items()}
+    lines = ["| half_width | factor | " + " | ".join(regimes) + " | fewest |", "|---" * (len(regimes) + 3) + "|"]
+    for h in half_widths:
+        for k in factors:
+            counts = []
+            for r, recs in loaded.items():
+                sweeps = sweeps_of(recs, THREE)
+                values = [_trough(half_width=h, factor=k)(x) for x in sweeps]
+                lo, hi = windows[r]
+                counts.append((sum(v is not None and lo <= v <= hi for v in values), len(sweeps)))
+            cells = [f"{c}/{n}" for c, n in counts]
+            lines.append(f"| {h} | {k:g} | " + " | ".join(cells) + f" | {min(c for c, _ in counts)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regimes", nargs="+", default=None)
@@ -275,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None, help="also write the scores to this file")
     parser.add_argument("--markdown", default=None, help="also write the report's tables to this file")
     parser.add_argument("--plot", default=None, help="also draw the grids and suggestions to this PNG")
+    parser.add_argument(
+        "--sensitivity", action="store_true", help="also print trough's seeds in window for other settings"
+    )
     args = parser.parse_args(argv)
     regimes = args.regimes or sorted(f[:-6] for f in os.listdir(DATA_DIR) if f.endswith(".jsonl"))
     scores = {}
@@ -303,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         for rule, rows in s["confirm"].items():
             ratios = " ".join("diverged" if r["ratio"] is None else f"{r['ratio']:.3f}" for r in rows)
             print(f"  trained at {rule}: eval loss / grid best at the same seed = {ratios}")
+    if args.sensitivity:
+        print("\n" + sensitivity(regimes))
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write("\n\n".join(f"### {regime}\n\n{markdown(regime, r)}" for regime, r in scores.items()) + "\n")

@@ -157,14 +157,14 @@ MINILM_CLS = Regime(
     train_batches=_docstring_train,
     eval_batches=_docstring_eval,
     # (body, head) pairs for groups="auto": a faster new head around the best single rates
-    pairs=[(b, h) for b in (1e-4, 10**-3.5, 10**-3.25) for h in (1e-3, 10**-2.5)],
+    pairs=[(b, h) for b in (1e-4, 10**-3.5) for h in (10**-2.5, 1e-2, 10**-1.5)],
 )
 
 MINILM_LORA = Regime(
     name="minilm_lora",
     description="PEFT LoRA (r=8, query/value) on MiniLM-L6 + new 5-class head, docstring areas, 80 steps of 16",
     steps=80,
-    grid=half_decades(-4, -1),
+    grid=sorted(half_decades(-4, -1) + [10**-2.25, 10**-1.75]),  # quarter decades beside the best, as above
     build_model=_minilm_lora,
     train_batches=_docstring_train,
     eval_batches=_docstring_eval,
