@@ -296,14 +296,34 @@ def _batches(task: str, args: argparse.Namespace, texts: list[str], tokenizer: A
     return seq_cls_batches(texts, labels, tokenizer, max_length=args.max_length, **common)
 
 
+_STOPS = {
+    "num_steps": "ran to the end",
+    "diverged": "stopped when the loss diverged",
+    "non_finite_loss": "stopped at a non-finite loss",
+    "too_many_skipped_steps": "stopped after too many skipped fp16 steps",
+}
+
+
 def _summary(result: Any, output_dir: str) -> str:
     meta = result.metadata
     stops = sorted(set(result.stop_reason.values()))
     tokens = f", {meta['tokens_seen']:,} tokens" if meta.get("tokens_seen") else ""
-    sweeps = f"{meta['num_sweeps']} sweeps" if meta.get("num_sweeps", 1) > 1 else "1 sweep"
-    lines = [
-        f"LR range test: {sweeps} of up to {meta['num_steps']} steps, {meta['cost_steps']} optimizer steps in all (stopped by {', '.join(stops)}){tokens}, {meta['wall_time_s']:.1f} s on {meta.get('device', '?')}"
-    ]
+    where = (
+        f"{meta['cost_steps']} optimizer steps in all{tokens}, {meta['wall_time_s']:.1f} s on {meta.get('device', '?')}"
+    )
+    if meta.get("strategy") == "sequential":
+        head, body = result.groups[0], result.groups[-1]
+        lines = [
+            f"LR range test, head first then body: {where}",
+            f"  head sweep: {len(result.losses[head])} of {meta['num_steps']} steps, {_STOPS[result.stop_reason[head]]}",
+            f"  head warm-up: {meta['warmup_steps']} steps at its suggestion, the body held still",
+            f"  body sweep: {len(result.losses[body])} of {meta['num_steps']} steps, {_STOPS[result.stop_reason[body]]}",
+        ]
+    else:
+        sweeps = f"{meta['num_sweeps']} sweeps" if meta.get("num_sweeps", 1) > 1 else "1 sweep"
+        lines = [
+            f"LR range test: {sweeps} of {meta['num_steps']} steps, {', '.join(_STOPS[s] for s in stops)}; {where}"
+        ]
     methods = list(dict.fromkeys(m for g in result.groups for m in result.suggestions[g]))
     width = max(len("group"), *(len(g) for g in result.groups))
     lines.append("  ".join([f"{'group':<{width}}", *(f"{m:>9}" for m in methods)]))

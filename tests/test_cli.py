@@ -64,7 +64,10 @@ def test_embedded_default_in_process(tmp_path, capsys):
     assert result.metadata["num_sweeps"] == 3 and result.metadata["cost_steps"] == 3 * 20
     assert result.metadata["tokens_seen"] == result.metadata["cost_steps"] * 8 * 128
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("LR range test: 3 sweeps of up to 20 steps, 60 optimizer steps in all")
+    assert re.match(
+        r"LR range test: 3 sweeps of 20 steps, (ran to the end|stopped when the loss diverged); 60 optimizer steps in all",
+        lines[0],
+    )
     assert lines[1].split() == ["group", "trough", "valley", "slide", "steep", "minimum"]
     assert lines[2].split()[0] == "all" and len(lines[2].split()) == 6
     trough = result.suggestions["all"]["trough"]
@@ -111,6 +114,11 @@ def test_groups_auto_on_a_classifier_sweeps_head_then_body(tmp_path, tokenizer, 
     assert result.groups == ["head", "body"] and result.metadata["strategy"] == "sequential"
     out = capsys.readouterr().out
     assert re.search(r"^head ", out, re.M) and re.search(r"^body ", out, re.M)
+    lines = out.splitlines()
+    assert lines[0].startswith(f"LR range test, head first then body: {12 + 6 + 12} optimizer steps in all")
+    assert re.fullmatch(r"  head sweep: \d+ of 12 steps, (ran to the end|stopped when the loss diverged)", lines[1])
+    assert lines[2] == "  head warm-up: 6 steps at its suggestion, the body held still"
+    assert re.fullmatch(r"  body sweep: \d+ of 12 steps, (ran to the end|stopped when the loss diverged)", lines[3])
 
 
 def test_layer_decay_gives_one_group_per_layer(tmp_path):
