@@ -391,12 +391,31 @@ class LRFinderCallback(_TrainerEvents):
         trainer.log(
             {f"lr_find/{g}/{m}": v for g, s in result.suggestions.items() for m, v in s.items() if v is not None}
         )
-        if not trainer.is_world_process_zero() or self.save_to is None:
+        if not trainer.is_world_process_zero():
+            return
+        if not trainer.args.disable_tqdm:  # where the Trainer shows its own metrics: a line under the progress bar
+            from tqdm.auto import tqdm
+
+            tqdm.write(_console_summary(result, self.method))
+        if self.save_to is None:
             return
         folder = trainer.args.output_dir if self.save_to == "output_dir" else os.fspath(self.save_to)
         result.save(os.path.join(folder, "lr_find.json"))
         result.plot(os.path.join(folder, "lr_find.png"))
         logger.info(f"LR range test: suggestions {result.suggestions}; wrote {folder}/lr_find.json and lr_find.png")
+
+
+def _console_summary(result: LRFinderResult, method: str) -> str:
+    """One line per group: the suggestion used, the other rules, the cost, and any warning."""
+    lines = []
+    for group in result.groups:
+        values = result.suggestions[group]
+        others = ", ".join(f"{m} {v:.2e}" for m, v in values.items() if m != method and v is not None)
+        chosen = "-" if values.get(method) is None else f"{values[method]:.2e}"
+        lines.append(f"lr_find {group}: {method} {chosen} ({others})")
+    lines.append(f"lr_find: {result.metadata['cost_steps']} optimizer steps; model, optimizer and RNG restored")
+    lines += [f"lr_find warning: {message}" for message in result.metadata.get("warnings", [])]
+    return "\n".join(lines)
 
 
 class _SkipEpoch:

@@ -373,3 +373,19 @@ def test_callback_train_with_the_users_two_group_optimizer(tmp_path):
     peaks = [finder.result.suggestion("minimum", g) for g in ("group_0", "group_1")]
     assert seen[:20] == [list(lrs) for lrs in zip(finder.result.lrs["group_0"], finder.result.lrs["group_1"])]
     assert seen[20:] == [[f * lr for lr in peaks] for f in (0.0, 0.5, 1.0, 0.5)]
+
+
+def test_the_suggestions_are_shown_on_the_console_where_the_trainer_shows_its_metrics(tmp_path, capsys):
+    result = find_lr(make_trainer(tmp_path / "a", disable_tqdm=False), num_steps=8, num_sweeps=1, save_to=None)
+    out = capsys.readouterr().out
+    trough = result.suggestions["all"]["trough"]
+    assert f"lr_find all: trough {trough:.2e} (valley " in out
+    assert f"lr_find: {result.metadata['cost_steps']} optimizer steps; model, optimizer and RNG restored" in out
+    finder = LRFinderCallback(num_steps=8, num_sweeps=1, save_to=None)
+    make_trainer(tmp_path / "b", callbacks=[finder], disable_tqdm=False).train()
+    assert "lr_find all: trough" in capsys.readouterr().out
+    find_lr(
+        make_trainer(tmp_path / "c"), num_steps=8, num_sweeps=1, save_to=None
+    )  # disable_tqdm: no bar to write under
+    out = capsys.readouterr().out
+    assert "lr_find all: trough" not in out and "'lr_find/all/trough'" in out  # the Trainer's PrinterCallback prints
