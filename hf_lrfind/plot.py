@@ -15,13 +15,30 @@ if TYPE_CHECKING:
 _MARKERS = {"trough": "D", "valley": "o", "slide": "s", "steep": "^", "minimum": "v"}
 
 
-def _distinct_groups(result: LRFinderResult) -> list[str]:
-    """Groups whose curves differ (in lrs or losses); identical curves share a panel."""
-    keep: list[str] = []
+def _distinct_groups(result: LRFinderResult) -> dict[str, list[str]]:
+    """
+    One panel per distinct curve: each group that gets a panel, with the groups whose losses are the same curve (a
+    joint sweep at fixed ratios, such as layer decay, records one curve for all its groups on scaled lr axes).
+    """
+    panels: dict[str, list[str]] = {}
     for g in result.groups:
-        if not any(result.losses[g] == result.losses[k] and result.lrs[g] == result.lrs[k] for k in keep):
-            keep.append(g)
-    return keep
+        same = next((k for k in panels if result.losses[g] == result.losses[k]), None)
+        if same is None:
+            panels[g] = [g]
+        else:
+            panels[same].append(g)
+    return panels
+
+
+def _y_limits(smoothed: np.ndarray, marked: list[float]) -> tuple[float, float] | None:
+    """Limits that show the smoothed curve's start, its lowest point and every marker, not the diverging tail."""
+    finite = smoothed[np.isfinite(smoothed)]
+    if len(finite) < 2:
+        return None
+    keep = [float(finite[0]), float(finite.min()), *(y for y in marked if np.isfinite(y))]
+    lo, hi = min(keep), max(keep)
+    span = max(hi - lo, 0.02 * abs(hi), 1e-6)
+    return lo - 0.1 * span, hi + 0.5 * span
 
 
 def plot_result(
@@ -45,7 +62,8 @@ def plot_result(
     except ImportError as e:
         raise ImportError("Plotting needs matplotlib: pip install matplotlib") from e
 
-    groups = _distinct_groups(result)
+    panels = _distinct_groups(result)
+    groups = list(panels)
     if ax is None:
         # A bare Figure, not pyplot: no global state, no backend switch, nothing shown.
         fig = Figure(figsize=(6 * len(groups), 4.5))
@@ -62,24 +80,27 @@ def plot_result(
             a.plot(lrs, result.losses[group], color="C0", alpha=0.3, linewidth=1, label="raw loss")
         smoothed = np.asarray(result.smoothed_losses[group], dtype=float)
         a.plot(lrs, smoothed, color="C0", linewidth=2, label="smoothed loss")
+        marked = []
         for i, (method, lr) in enumerate(result.suggestions[group].items()):
             if lr is None:
                 continue
-            # fastai draws `minimum` at the loss minimum, not at the returned (10x lower) rate.
-            x = lr * 10 if method == "minimum" else lr
-            y = float(np.interp(x, lrs, smoothed))
+            y = float(np.interp(lr, lrs, smoothed))  # drawn at the rate it suggests, on the smoothed curve
+            marked.append(y)
             marker = _MARKERS.get(method, "x")
             a.plot(
-                [x], [y], linestyle="none", marker=marker, markersize=8, color=f"C{i + 1}", label=f"{method}: {lr:.2e}"
+                [lr], [y], linestyle="none", marker=marker, markersize=8, color=f"C{i + 1}", label=f"{method}: {lr:.2e}"
             )
-        finite = smoothed[np.isfinite(smoothed)]
-        if len(finite) > 1 and finite[0] > finite.min():  # keep the diverging tail from flattening the curve
-            span = finite[0] - finite.min()
-            a.set_ylim(finite.min() - 0.1 * span, finite[0] + 0.5 * span)
+        limits = _y_limits(smoothed, marked)
+        if limits is not None:
+            a.set_ylim(*limits)
         a.set_xscale("log" if result.metadata.get("mode", "exp") == "exp" else "linear")
-        a.set_xlabel("learning rate")
+        a.set_xlabel("learning rate" + (f" of {group}" if len(panels[group]) > 1 else ""))
         a.set_ylabel("loss")
-        a.set_title(group if len(groups) > 1 else f"LR range test ({result.stop_reason.get(group, '')})")
+        same = panels[group][1:]
+        title = group if len(groups) > 1 or same else f"LR range test ({result.stop_reason.get(group, '')})"
+        if same:
+            title += f" (the same curve for {', '.join(same)}, at their fixed ratios)"
+        a.set_title(title, fontsize="medium")
         a.legend(fontsize="small")
     fig.tight_layout()
     if path is not None:

@@ -298,16 +298,39 @@ def test_plot_lines_hold_the_recorded_data(tmp_path):
     )
     fig = result.plot(tmp_path / "lr_find.png")
     assert (tmp_path / "lr_find.png").stat().st_size > 0
-    assert len(fig.axes) == 2  # body and head have different lr axes: one panel each
-    for ax, group in zip(fig.axes, ["body", "head"]):
-        raw_line, smooth_line = ax.lines[0], ax.lines[1]
-        np.testing.assert_allclose(raw_line.get_xdata(), result.lrs[group])
-        np.testing.assert_allclose(raw_line.get_ydata(), result.losses[group])
-        np.testing.assert_allclose(smooth_line.get_ydata(), result.smoothed_losses[group])
-        markers = {line.get_label().split(":")[0]: line.get_xdata()[0] for line in ax.lines[2:]}
-        assert markers["valley"] == pytest.approx(result.suggestions[group]["valley"])
-        assert markers["minimum"] == pytest.approx(10 * result.suggestions[group]["minimum"])  # drawn at the minimum
-        assert ax.get_xscale() == "log"
+    (ax,) = fig.axes  # one joint sweep: body and head share one curve on scaled lr axes, so one panel
+    assert ax.get_title() == "body (the same curve for head, at their fixed ratios)"
+    raw_line, smooth_line = ax.lines[0], ax.lines[1]
+    np.testing.assert_allclose(raw_line.get_xdata(), result.lrs["body"])
+    np.testing.assert_allclose(raw_line.get_ydata(), result.losses["body"])
+    np.testing.assert_allclose(smooth_line.get_ydata(), result.smoothed_losses["body"])
+    markers = {line.get_label().split(":")[0]: line.get_xdata()[0] for line in ax.lines[2:]}
+    for method in ("trough", "valley", "minimum"):  # each drawn at the rate it suggests, as its label says
+        assert markers[method] == pytest.approx(result.suggestions["body"][method])
+        assert f"{method}: {result.suggestions['body'][method]:.2e}" in [line.get_label() for line in ax.lines]
+    assert ax.get_xscale() == "log"
+
+
+def test_plot_limits_show_the_drop_and_every_marker(tmp_path):
+    lrs = [1e-7 * 10 ** (i / 10) for i in range(80)]
+    # the case seen in a newcomer's run: a curve that barely drops, then rises far above its start
+    smoothed = [0.6886 - 0.0012 * min(i, 40) / 40 + (0.25 * ((i - 40) / 40) ** 2 if i > 40 else 0) for i in range(80)]
+    suggestions = {"trough": lrs[70], "valley": lrs[60], "steep": lrs[75], "minimum": lrs[40] / 10}
+    result = LRFinderResult(
+        lrs={"head": lrs, "body": lrs},
+        losses={"head": smoothed, "body": [v + 1 for v in smoothed]},
+        smoothed_losses={"head": smoothed, "body": [v + 1 for v in smoothed]},
+        suggestions={"head": suggestions, "body": suggestions},
+        stop_reason={"head": "num_steps", "body": "num_steps"},
+    )
+    fig = result.plot(tmp_path / "p.png")
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        low, high = ax.get_ylim()
+        for line in ax.lines[2:]:
+            assert low < line.get_ydata()[0] < high, line.get_label()
+        curve = ax.lines[1].get_ydata()
+        assert low < min(curve) and curve[0] < high and high - low < 2  # the drop is visible, the tail is cut
 
 
 @pytest.mark.parametrize(
