@@ -75,33 +75,33 @@ def _minilm_lora(seed: int) -> torch.nn.Module:
 
 
 @functools.cache
-def _gpt2_tokenizer():
+def _lm_tokenizer():
     from hf_lrfind import train_tokenizer
 
     return train_tokenizer(python_docs_text()[0], vocab_size=2048)
 
 
-def _gpt2_train(seed: int):
-    from hf_lrfind import causal_lm_batches
+def _lm_batches(task: str, split: int, **kwargs):
+    """Blocks of 64 tokens of the Python docs (split 0: train, 1: held out), causal or masked."""
+    import hf_lrfind
 
-    loader = causal_lm_batches(
-        python_docs_text()[0], _gpt2_tokenizer(), block_size=64, batch_size=BATCH_SIZE, seed=seed
-    )
-    return endless(loader)
+    helper = hf_lrfind.causal_lm_batches if task == "causal" else hf_lrfind.masked_lm_batches
+    return helper(python_docs_text()[split], _lm_tokenizer(), block_size=64, **kwargs)
+
+
+def _lm_train(task: str, seed: int):
+    return endless(_lm_batches(task, 0, batch_size=BATCH_SIZE, seed=seed))
 
 
 @functools.cache
-def _gpt2_eval() -> list[dict]:
-    from hf_lrfind import causal_lm_batches
-
-    loader = causal_lm_batches(python_docs_text()[1], _gpt2_tokenizer(), block_size=64, batch_size=32, shuffle=False)
-    return list(loader)[:4]
+def _lm_eval(task: str) -> list[dict]:
+    return list(_lm_batches(task, 1, batch_size=32, shuffle=False))[:4]
 
 
 def _gpt2(seed: int) -> torch.nn.Module:
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    tokenizer = _gpt2_tokenizer()
+    tokenizer = _lm_tokenizer()
     config = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=64,
@@ -114,27 +114,10 @@ def _gpt2(seed: int) -> torch.nn.Module:
     return GPT2LMHeadModel(config)
 
 
-def _mlm_train(seed: int):
-    from hf_lrfind import masked_lm_batches
-
-    loader = masked_lm_batches(
-        python_docs_text()[0], _gpt2_tokenizer(), block_size=64, batch_size=BATCH_SIZE, seed=seed
-    )
-    return endless(loader)
-
-
-@functools.cache
-def _mlm_eval() -> list[dict]:
-    from hf_lrfind import masked_lm_batches
-
-    loader = masked_lm_batches(python_docs_text()[1], _gpt2_tokenizer(), block_size=64, batch_size=32, shuffle=False)
-    return list(loader)[:4]
-
-
 def _bert(seed: int) -> torch.nn.Module:
     from transformers import BertConfig, BertForMaskedLM
 
-    tokenizer = _gpt2_tokenizer()
+    tokenizer = _lm_tokenizer()
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,
@@ -176,8 +159,8 @@ GPT2_SCRATCH = Regime(
     steps=200,
     grid=sorted(half_decades(-4, -1) + [10**-3.25, 10**-2.75]),  # quarter decades beside the best, as above
     build_model=_gpt2,
-    train_batches=_gpt2_train,
-    eval_batches=_gpt2_eval,
+    train_batches=functools.partial(_lm_train, "causal"),
+    eval_batches=functools.partial(_lm_eval, "causal"),
     causal=True,
 )
 
@@ -187,8 +170,8 @@ BERT_MLM_SCRATCH = Regime(
     steps=200,
     grid=sorted(half_decades(-4, -1) + [10**-3.25, 10**-2.75]),  # quarter decades beside the best, as above
     build_model=_bert,
-    train_batches=_mlm_train,
-    eval_batches=_mlm_eval,
+    train_batches=functools.partial(_lm_train, "masked"),
+    eval_batches=functools.partial(_lm_eval, "masked"),
 )
 
 REGIMES = {r.name: r for r in (MINILM_CLS, MINILM_LORA, GPT2_SCRATCH, BERT_MLM_SCRATCH)}
