@@ -471,3 +471,60 @@ def test_a_curve_that_drops_and_rises_carries_no_warning():
     result = range_test(step, model, opt, LRFinderConfig(num_steps=40, diverge_threshold=None), progress=False)
     assert result.metadata["warnings"] == []
     assert result.suggestions["all"]["trough"] == pytest.approx(result.lrs["all"][25] / 3)
+
+
+def test_skipped_steps_are_retried_at_the_same_lr_and_too_many_stop_the_sweep(caplog):
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tried = []
+
+    def step(skip_at):
+        def run():
+            tried.append(opt.param_groups[0]["lr"])
+            return StepOutput(torch.tensor(1.0), skipped=len(tried) in skip_at)
+
+        return run
+
+    config = LRFinderConfig(num_sweeps=1, num_steps=6, diverge_threshold=None, skip_end=0, max_skipped_steps=2)
+    result = range_test(step({2, 3}), model, opt, config, progress=False)
+    assert tried[1] == tried[2] == tried[3] and len(tried) == 8  # the skipped step's lr is tried again
+    assert result.lrs["all"] == [tried[0], *tried[3:]] and result.metadata["skipped_steps"] == 2
+    assert result.stop_reason["all"] == "num_steps"
+    tried.clear()
+    with caplog.at_level("WARNING", logger="hf_lrfind.engine"):
+        result = range_test(step({2, 3, 4}), model, opt, config, progress=False)
+    assert result.stop_reason["all"] == "too_many_skipped_steps" and len(result.losses["all"]) == 1
+    assert "skipped 3 steps" in caplog.text and "Use bf16, or a lower end_lr" in caplog.text
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def test_the_default_snapshot_is_a_cpu_copy_that_shares_no_memory_with_the_model():
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters())
+    warm, _ = make_step(model, opt)
+    warm()  # optimizer state to copy too
+    snapshot = StateSnapshot(model, opt)
+    saved = list(_tensors(snapshot._state))
+    live = {t.data_ptr() for t in model.state_dict().values()} | {t.data_ptr() for t in _tensors(opt.state_dict())}
+    assert saved and all(t.device.type == "cpu" for t in saved)
+    assert not live & {t.data_ptr() for t in saved}  # copies, not views of the live tensors
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="pinned snapshots of CUDA tensors need a GPU")
+def test_a_snapshot_of_a_cuda_model_is_pinned_cpu_memory():
+    model = tiny_model().cuda()
+    opt = torch.optim.AdamW(model.parameters())
+    before = torch.cuda.memory_allocated()
+    snapshot = StateSnapshot(model, opt)
+    assert torch.cuda.memory_allocated() == before  # no second copy on the device
+    assert all(t.device.type == "cpu" and t.is_pinned() for t in _tensors(snapshot._state["tensors"]))
