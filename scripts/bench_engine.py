@@ -61,7 +61,7 @@ def main() -> int:
 
     def engine() -> float:
         position[0] = 0
-        cfg = LRFinderConfig(num_steps=args.steps, end_lr=1e-2, diverge_threshold=None)
+        cfg = LRFinderConfig(num_steps=args.steps, num_sweeps=1, end_lr=1e-2, diverge_threshold=None)
         start = time.perf_counter()
         range_test(step, model, optimizer, cfg, progress=False)
         return time.perf_counter() - start

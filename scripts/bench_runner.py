@@ -89,7 +89,7 @@ def make_arms(model: torch.nn.Module, loader: torch.utils.data.DataLoader) -> di
 
     def runner(steps: int) -> None:
         LRFinder(prepared, optimizer, accelerator=accelerator, progress=False).range_test(
-            loader, start_lr=START_LR, end_lr=END_LR, num_steps=steps, diverge_threshold=None
+            loader, start_lr=START_LR, end_lr=END_LR, num_steps=steps, num_sweeps=1, diverge_threshold=None
         )
 
     class DictBatches(torch_lr_finder.TrainDataLoaderIter):

@@ -174,7 +174,7 @@ class Setup:
         from hf_lrfind.strategies import sequential_range_test
 
         model = self.model(seed)
-        config = LRFinderConfig(num_steps=num_steps)
+        config = LRFinderConfig(num_steps=num_steps, num_sweeps=1)  # the study predates num_sweeps=3
         start = time.perf_counter()
         if strategy == "one-group":
             optimizer = self.optimizer(model, 1e-3, one_group=True)
