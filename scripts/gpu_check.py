@@ -288,16 +288,13 @@ def check_time(rounds: int) -> None:
             times[name].append(timed(arms[name]))
     median = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     ratio = median["sweep"] / median["plain"]
-    row(
-        "time sweep / plain",
-        "pass" if ratio <= 1.02 else "FAIL",
-        "ms/step medians; goal <= 1.02",
-        ratio=ratio,
-        **median,
-    )
+    # The goals are GPU claims; on CPU the tiny model's step is mostly fixed Python cost: shown, not judged.
+    judged = ("pass" if ratio <= 1.02 else "FAIL") if CUDA else "info"
+    row("time sweep / plain", judged, "ms/step medians; goal <= 1.02", ratio=ratio, **median)
     if "torch-lr-finder" in median:
         peer_ratio = median["sweep"] / median["torch-lr-finder"]
-        row("time sweep / torch-lr-finder", "pass" if peer_ratio < 1 else "FAIL", "goal < 1", ratio=peer_ratio)
+        judged = ("pass" if peer_ratio < 1 else "FAIL") if CUDA else "info"
+        row("time sweep / torch-lr-finder", judged, "goal < 1", ratio=peer_ratio)
     else:
         row("time sweep / torch-lr-finder", "skipped", "torch-lr-finder is not installed (pip install torch-lr-finder)")
 
