@@ -56,6 +56,48 @@ def _calling_trainer() -> tuple[Trainer, dict[str, Any]]:
     )
 
 
+def _is_plain(value: Any) -> bool:
+    """Numbers, strings and containers of them: what a Trainer keeps count in (never a module, tensor or optimizer)."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple, set)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(_is_plain(k) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+class _Accounting:
+    """
+    What the Trainer, or a subclass, accumulates as its steps run, taken before the sweep and put back after it: the
+    plain-data attributes of the trainer (TRL's `_metrics` and `_total_train_tokens`, the Trainer's `current_flos` and
+    `_total_loss_scalar`, ...) and `trainer.state` (`num_input_tokens_seen`, `total_flos`, ...). Without it, a subclass
+    whose `compute_loss` counts tokens or metrics reports the sweep's steps as its own.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        import copy
+
+        self.trainer = trainer
+        self.attrs = {k: copy.deepcopy(v) for k, v in trainer.__dict__.items() if _is_plain(v)}
+        self.state = copy.deepcopy(vars(trainer.state))
+
+    def restore(self) -> None:
+        attrs = self.trainer.__dict__
+        for name in [k for k, v in attrs.items() if k not in self.attrs and _is_plain(v)]:
+            del attrs[name]  # started during the sweep
+        for name, saved in self.attrs.items():
+            live = attrs.get(name)
+            if type(live) is type(saved) and isinstance(live, list):
+                live[:] = saved  # in place: whoever holds the object (find_lr's own snapshot) sees it restored
+            elif type(live) is type(saved) and isinstance(live, (dict, set)):
+                live.clear()
+                live.update(saved)
+            else:
+                attrs[name] = saved
+        vars(self.trainer.state).update(self.state)
+
+
 class _Keep:
     """Hands a snapshot to the engine without letting it close it: the callback restores it again later."""
 
@@ -323,12 +365,15 @@ class LRFinderCallback(_TrainerEvents):
         model, dataloader = frame["model"], kwargs.get("train_dataloader") or frame["train_dataloader"]
         scaler = trainer.accelerator.scaler
         snapshot = make_snapshot(model, trainer.optimizer, self.config, scheduler=trainer.lr_scheduler, scaler=scaler)
+        accounting = _Accounting(trainer)
         try:
             self.result = _sweep(self, trainer, model, dataloader, _Keep(snapshot))
         except BaseException:
             snapshot.restore()  # also what a refusal before the sweep (no labels) drew from the RNGs and data
             snapshot.close()
             raise
+        finally:
+            accounting.restore()
         self._report(trainer)
         if self.then == "train":
             snapshot.close()
@@ -583,6 +628,8 @@ def apply_result(result: LRFinderResult, trainer: Trainer, method: str = "trough
             scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
             for group, fn in zip(trainer.optimizer.param_groups, scheduler.lr_lambdas):
                 group["lr"] = lr * fn(scheduler.last_epoch)
+        if hasattr(scheduler, "_last_lr"):  # what the Trainer logs as learning_rate
+            scheduler._last_lr = [group["lr"] for group in trainer.optimizer.param_groups]
         return
     optimizer = trainer.optimizer
     names = param_group_names(optimizer.param_groups) if optimizer is not None else []
