@@ -268,6 +268,22 @@ def plot(scores: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def ema_lag(regimes: Sequence[str]) -> str:
+    """Markdown: how far (in decades of lr) fastai's EMA puts the bottom of each one-sweep curve past the centred mean."""
+    from hf_lrfind.suggest import centered_mean
+
+    lines = ["| regime | EMA bottom / centred bottom, per seed (decades) | median |", "|---|---|---|"]
+    for regime in regimes:
+        lags = []
+        for record in sweeps_of(load(os.path.join(DATA_DIR, f"{regime}.jsonl")), ONE):
+            lrs, ema = _prepared(record, smoothed=True)
+            _, raw = _prepared(record, smoothed=False)
+            lags.append(math.log10(lrs[int(np.argmin(ema))] / lrs[int(np.argmin(centered_mean(raw, 2)))]))
+        cells = ", ".join(f"{x:+.2f}" for x in lags)
+        lines.append(f"| {regime} | {cells} | {statistics.median(lags):+.2f} |")
+    return "\n".join(lines)
+
+
 def sensitivity(regimes: Sequence[str], factors=(2.0, 2.5, 3.0, 4.0, 5.0), half_widths=(1, 2, 3, 4)) -> str:
     """Markdown: sweep seeds in the window per regime (3-sweep records) for other `factor`s and `half_width`s of trough."""
     loaded = {r: load(os.path.join(DATA_DIR, f"{r}.jsonl")) for r in regimes}
@@ -326,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  trained at {rule}: eval loss / grid best at the same seed = {ratios}")
     if args.sensitivity:
         print("\n" + sensitivity(regimes))
+        print("\n" + ema_lag(regimes))
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write("\n\n".join(f"### {regime}\n\n{markdown(regime, r)}" for regime, r in scores.items()) + "\n")
