@@ -17,6 +17,7 @@ causal-LM batches that is the token mean; with padding it averages micro-batch m
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import logging
 import os
@@ -76,8 +77,6 @@ class _Accounting:
     """
 
     def __init__(self, trainer: Trainer) -> None:
-        import copy
-
         self.trainer = trainer
         self.attrs = {k: copy.deepcopy(v) for k, v in trainer.__dict__.items() if _is_plain(v)}
         self.state = copy.deepcopy(vars(trainer.state))
