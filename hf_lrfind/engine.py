@@ -20,7 +20,7 @@ from .config import LRFinderConfig
 from .recorder import LossRecorder, debiased_ema
 from .result import LRFinderResult
 from .schedule import group_bounds, lr_at
-from .state import StateSnapshot
+from .state import StateSnapshot, rng_state, set_rng_state
 from .suggest import curve_warnings, prepare_curve, suggest_all
 
 logger = logging.getLogger(__name__)
@@ -301,8 +301,10 @@ def range_test(
     runs: list[Curve] = []
     try:
         for i in range(config.num_sweeps):
-            if i:
-                snapshot.restore()  # the same start, the next batches
+            if i:  # the same start, the next batches, and random draws (dropout, shuffling) that go on, not repeat
+                drawn = rng_state()
+                snapshot.restore()
+                set_rng_state(drawn)
             description = "LR range test" + (f" ({i + 1}/{config.num_sweeps})" if config.num_sweeps > 1 else "")
             runs.append(sweep(step_fn, optimizer, config, progress=progress, description=description))
     finally:

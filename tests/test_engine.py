@@ -528,3 +528,23 @@ def test_a_snapshot_of_a_cuda_model_is_pinned_cpu_memory():
     snapshot = StateSnapshot(model, opt)
     assert torch.cuda.memory_allocated() == before  # no second copy on the device
     assert all(t.device.type == "cpu" and t.is_pinned() for t in _tensors(snapshot._state["tensors"]))
+
+
+def test_sweeps_draw_new_random_numbers_but_the_rng_is_restored_at_the_end():
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(32, 8, generator=torch.Generator().manual_seed(0))  # the same batch every step
+
+    def step():
+        dropped = torch.nn.functional.dropout(model(x), p=0.5)  # draws from the global RNG
+        loss = torch.nn.functional.mse_loss(dropped, x.sum(1, keepdim=True))
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        return StepOutput(loss.detach())
+
+    rng = torch.get_rng_state()
+    result = range_test(step, model, opt, LRFinderConfig(num_steps=10, diverge_threshold=None), progress=False)
+    first, second, third = result.metadata["sweep_losses"]["all"]
+    assert first != second != third  # the same batches, but not the same dropout: three sweeps, not one three times
+    assert torch.equal(torch.get_rng_state(), rng)
