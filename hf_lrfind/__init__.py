@@ -9,7 +9,7 @@ from .groups import build_param_groups, detect_groups, layer_decay_ratios, param
 from .result import LRFinderResult
 from .runner import AccelerateStateSnapshot, LRFinder
 from .state import StateSnapshot
-from .suggest import SUGGESTERS, minimum, prepare_curve, slide, steep, valley
+from .suggest import SUGGESTERS, centered_mean, curve_warnings, minimum, prepare_curve, slide, steep, trough, valley
 from .trainer import LRFinderCallback, apply_result, find_lr
 
 __version__ = "0.1.0"
@@ -24,6 +24,8 @@ __all__ = [
     "apply_result",
     "find_lr",
     "build_param_groups",
+    "centered_mean",
+    "curve_warnings",
     "causal_lm_batches",
     "detect_groups",
     "layer_decay_ratios",
@@ -43,5 +45,6 @@ __all__ = [
     "slide",
     "steep",
     "sweep",
+    "trough",
     "valley",
 ]

@@ -44,11 +44,21 @@ def _positive_int(text: str) -> int:
     return value
 
 
+class _DefaultsInHelp(argparse.HelpFormatter):
+    """Shows an option's default after its help, where there is one worth showing (not None, not a switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text or action.option_strings == []:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `hf-lrfind`."""
     p = _Parser(
         prog="hf-lrfind",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsInHelp,
         description="Learning-rate range test for a Hugging Face model. With no --model, --config or --dataset, runs a tiny model on a text sample that ships with the package.",
     )
     source = p.add_argument_group("model and data")
@@ -164,7 +174,8 @@ def _load_config(args: argparse.Namespace) -> Any:
     if args.config and not os.path.exists(spec):
         raise BadInput(f"--config {spec}: no such file or folder; pass a config.json or a folder holding one.")
     if args.model and _looks_like_a_path(spec) and not os.path.isdir(spec):
-        raise BadInput(f"--model {spec}: the folder does not exist; pass a folder holding config.json, or a hub id.")
+        what = "is a file, not a folder" if os.path.isfile(spec) else "the folder does not exist"
+        raise BadInput(f"--model {spec}: {what}; pass a folder holding config.json, or a hub id.")
     try:
         if args.config and os.path.isfile(spec):
             import json
@@ -312,7 +323,8 @@ def _summary(result: Any, output_dir: str) -> str:
         f"{meta['cost_steps']} optimizer steps in all{tokens}, {meta['wall_time_s']:.1f} s on {meta.get('device', '?')}"
     )
     if meta.get("strategy") == "sequential":
-        head, body = result.groups[0], result.groups[-1]
+        head = next(iter(meta.get("head_lr", {})), result.groups[0])
+        body = next(g for g in result.groups if g not in meta.get("head_lr", {head: None}))
         lines = [
             f"LR range test, head first then body: {where}",
             f"  head sweep: {len(result.losses[head])} of {meta['num_steps']} steps, {_STOPS[result.stop_reason[head]]}",

@@ -7,7 +7,6 @@ accelerate runner provide that callable; nothing here imports transformers or ac
 from __future__ import annotations
 
 import logging
-import math
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -68,23 +67,36 @@ class Curve:
         return sum(len(s) for s in self.sweeps) if self.sweeps else len(self.losses)
 
 
+def mean_of_sweeps(sweeps: Sequence[Sequence[float]]) -> list[float]:
+    """
+    The step-by-step mean of several sweeps' raw losses, as long as the median sweep (for 3 sweeps: the middle one):
+    each step is averaged over the sweeps that recorded it, so one sweep that stopped early does not cut the others.
+    """
+    n = sorted(len(s) for s in sweeps)[(len(sweeps) - 1) // 2]
+    means = []
+    for i in range(n):
+        values = [s[i] for s in sweeps if i < len(s)]
+        means.append(sum(values) / len(values))
+    return means
+
+
 def average_sweeps(curves: Sequence[Curve], beta: float) -> Curve:
     """
-    One curve from several sweeps of the same schedule: the raw losses averaged step by step over the steps every
-    sweep recorded (the shortest sweep sets the length), smoothed again with the debiased EMA. Its stop reason is the
-    shortest sweep's; skipped steps, tokens and time add up.
+    One curve from several sweeps of the same schedule: the raw losses averaged step by step (see
+    [`mean_of_sweeps`]), smoothed again with the debiased EMA. Its stop reason is the median sweep's; skipped steps,
+    tokens and time add up.
     """
     if len(curves) == 1:
         return curves[0]
-    n = min(len(c.losses) for c in curves)
-    losses = [math.fsum(c.losses[i] for c in curves) / len(curves) for i in range(n)]
-    shortest = min(curves, key=lambda c: len(c.losses))
+    losses = mean_of_sweeps([c.losses for c in curves])
+    n = len(losses)
+    by_length = sorted(curves, key=lambda c: len(c.losses))
     tokens = [c.num_tokens for c in curves if c.num_tokens is not None]
     return Curve(
-        lrs={g: v[:n] for g, v in curves[0].lrs.items()},
+        lrs={g: v[:n] for g, v in by_length[-1].lrs.items()},
         losses=losses,
         smoothed=debiased_ema(losses, beta),
-        stop_reason=shortest.stop_reason,
+        stop_reason=by_length[(len(curves) - 1) // 2].stop_reason,
         skipped_steps=sum(c.skipped_steps for c in curves),
         num_tokens=sum(tokens) if tokens else None,
         wall_time=sum(c.wall_time for c in curves),
@@ -208,11 +220,16 @@ def _versions() -> dict[str, str]:
 
 
 def build_result(
-    curves: Mapping[str, Curve], config: LRFinderConfig, metadata: Mapping[str, Any] | None = None
+    curves: Mapping[str, Curve],
+    config: LRFinderConfig,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    log_warnings: bool = True,
 ) -> LRFinderResult:
     """
     Turn sweeps into a result. `curves` maps each group name to the curve that group is read from (a single sweep
-    gives the same curve for every group; a sequential strategy gives each group its own).
+    gives the same curve for every group; a sequential strategy gives each group its own). What makes a curve
+    untrustworthy goes to `metadata["warnings"]`, and to the log unless `log_warnings` is off (off the main process).
     """
     lrs, losses, smoothed, suggestions, stop = {}, {}, {}, {}, {}
     warnings: list[str] = []
@@ -229,7 +246,8 @@ def build_result(
             checked.add(id(curve))
             named = group if len({id(c) for c in curves.values()}) > 1 else None
             for message in curve_warnings(*raw, stop_reason=curve.stop_reason, group=named):
-                logger.warning(message)
+                if log_warnings:
+                    logger.warning(message)
                 warnings.append(message)
     unique = list({id(c): c for c in curves.values()}.values())
     tokens = [c.num_tokens for c in unique if c.num_tokens is not None]
@@ -251,8 +269,9 @@ def build_result(
     }
     meta.update(metadata or {})
     meta["cost_steps"] = sum(c.executed for c in unique) + meta.get("warmup_steps", 0)
-    if any(c.sweeps for c in unique):
-        meta["sweep_losses"] = {g: c.sweeps for g, c in curves.items() if c.sweeps}
+    if any(c.sweeps for c in unique):  # once per curve: the first group that reads it
+        first = {id(c): g for g, c in reversed(curves.items())}
+        meta["sweep_losses"] = {g: c.sweeps for g, c in curves.items() if c.sweeps and first[id(c)] == g}
     return LRFinderResult(
         lrs=lrs, losses=losses, smoothed_losses=smoothed, suggestions=suggestions, stop_reason=stop, metadata=meta
     )
@@ -278,6 +297,7 @@ def range_test(
     snapshot: Any = None,
     progress: bool = True,
     metadata: Mapping[str, Any] | None = None,
+    log_warnings: bool = True,
 ) -> LRFinderResult:
     """
     Snapshot the state, sweep, and restore it (always: also on exceptions and KeyboardInterrupt), then suggest.
@@ -292,6 +312,8 @@ def range_test(
             (the accelerate runner passes one that saves sharded FSDP/DeepSpeed state through accelerate).
         progress (`bool`, *optional*, defaults to `True`): show a progress bar (pass `False` off the main process).
         metadata (`Mapping`, *optional*): extra entries for `result.metadata`.
+        log_warnings (`bool`, *optional*, defaults to `True`): log what makes the curve untrustworthy (pass `False`
+            off the main process); it is in `result.metadata["warnings"]` either way.
 
     Returns:
         [`LRFinderResult`]
@@ -311,4 +333,4 @@ def range_test(
         snapshot.restore()
         snapshot.close()
     curve = average_sweeps(runs, config.beta)
-    return build_result({g: curve for g in curve.lrs}, config, metadata)
+    return build_result({g: curve for g in curve.lrs}, config, metadata, log_warnings=log_warnings)

@@ -372,7 +372,7 @@ def detect_groups(
         result = _explicit_groups(model, groups, trainable)
     elif isinstance(groups, str):
         raise ValueError(
-            f"Unknown groups {groups!r}: pass 'auto' (head, body, adapter), 'optimizer' (the optimizer's own param groups), a mapping from group name to name patterns, or None for one group."
+            f"Unknown groups {groups!r}: pass 'auto' (head, body, adapter), 'optimizer' (the optimizer's own param groups) or a mapping from group name to name patterns; to sweep the optimizer's groups together, leave groups out (groups=None) in find_lr, LRFinder and the callback."
         )
     else:
         raise TypeError(
@@ -538,7 +538,7 @@ def build_param_groups(
 def param_groups_from_result(
     result: LRFinderResult,
     model: torch.nn.Module,
-    method: str = "trough",
+    method: str | None = None,
     *,
     groups: str | Mapping[str, str | Sequence[str]] | None = None,
     weight_decay: float = 0.0,
@@ -557,7 +557,7 @@ def param_groups_from_result(
     Args:
         result ([`LRFinderResult`]): the range test's result.
         model (`torch.nn.Module`): the model to optimize (the one the sweep ran on, or an identical one).
-        method (`str`, *optional*, defaults to `"trough"`): the suggestion rule to use.
+        method (`str`, *optional*): the suggestion rule to use; defaults to the first the sweep ran (`"trough"`).
         groups (*optional*): the groups, as for [`detect_groups`].
         weight_decay (`float`, *optional*, defaults to 0.0): the weight decay of the decayed parameters.
         no_decay (`Collection[str]`, *optional*): names without weight decay; defaults to the Trainer's rule.
@@ -591,7 +591,9 @@ def param_groups_from_result(
             f"The result has no curve for the groups {unknown}; it has {result.groups}. Pass groups= with the groups the sweep used."
         )
     lrs = {g: result.suggestion(method, g) for g in mapping}
-    logger.info(f"Suggested learning rates ({method}): {', '.join(f'{g}={lr:.3g}' for g, lr in lrs.items())}")
+    logger.info(
+        f"Suggested learning rates ({method or 'default rule'}): {', '.join(f'{g}={lr:.3g}' for g, lr in lrs.items())}"
+    )
     return build_param_groups(model, mapping, lrs, weight_decay=weight_decay, no_decay=no_decay)
 
 

@@ -52,12 +52,13 @@ class LRFinderResult:
         """Names of the groups, in optimizer order."""
         return list(self.lrs)
 
-    def suggestion(self, method: str = "trough", group: str | None = None) -> float:
+    def suggestion(self, method: str | None = None, group: str | None = None) -> float:
         """
         One suggested learning rate.
 
         Args:
-            method (`str`, *optional*, defaults to `"trough"`): a method the sweep ran.
+            method (`str`, *optional*): a method the sweep ran; defaults to the first it ran (`"trough"` unless the
+                sweep's `suggest` said otherwise).
             group (`str`, *optional*): the group; may be left out when the result has a single group.
 
         Raises:
@@ -70,6 +71,8 @@ class LRFinderResult:
             group = self.groups[0]
         if group not in self.suggestions:
             raise ValueError(f"Unknown group {group!r}; this result has {self.groups}.")
+        if method is None:
+            method = next(iter(self.suggestions[group]), None)
         if method not in self.suggestions[group]:
             raise ValueError(f"The sweep did not run the method {method!r}; it ran {list(self.suggestions[group])}.")
         value = self.suggestions[group][method]
@@ -80,7 +83,7 @@ class LRFinderResult:
         return value
 
     def param_groups(
-        self, model: torch.nn.Module, method: str = "trough", *, weight_decay: float = 0.0, **kwargs: Any
+        self, model: torch.nn.Module, method: str | None = None, *, weight_decay: float = 0.0, **kwargs: Any
     ) -> list[dict[str, Any]]:
         """
         Optimizer param groups carrying each group's suggested learning rate, with the Trainer's weight-decay split,
@@ -98,7 +101,7 @@ class LRFinderResult:
 
         return param_groups_from_result(self, model, method, weight_decay=weight_decay, **kwargs)
 
-    def apply(self, trainer: Any, method: str = "trough") -> None:
+    def apply(self, trainer: Any, method: str | None = None) -> None:
         """Set the trainer's learning rate(s) to the suggestions; see [`hf_lrfind.trainer.apply_result`]."""
         from .trainer import apply_result
 

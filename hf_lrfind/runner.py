@@ -493,7 +493,7 @@ class LRFinder:
         output_dir: str | os.PathLike | None = None,
         groups: str | Mapping[str, Any] | None = None,
         strategy: Literal["joint", "sequential"] | None = None,
-        method: str = "trough",
+        method: str | None = None,
         layer_decay: float | None = None,
         ratios: Mapping[str, float] | None = None,
         loading_info: Mapping[str, Any] | None = None,
@@ -530,7 +530,7 @@ class LRFinder:
                 touched). By default the optimizer's own param groups are swept together.
             strategy (`str`, *optional*):
                 `"sequential"` (the default for `groups="auto"`: head first, then body) or `"joint"` (fixed ratios).
-            method (`str`, *optional*, defaults to `"trough"`):
+            method (`str`, *optional*, defaults to the first of `suggest`, `"trough"`):
                 The rule whose head suggestion the sequential strategy trains the head at.
             layer_decay, ratios, loading_info (*optional*):
                 Per-layer groups at this ratio; each group's ratio to the head in a joint sweep; the dict from
@@ -615,6 +615,7 @@ class LRFinder:
                         scaler=acc.scaler,
                         snapshot=snapshot,
                         progress=self.progress and acc.is_main_process,
+                        log_warnings=acc.is_main_process,
                         metadata=metadata,
                     )
                 finally:

@@ -15,6 +15,7 @@ import torch
 
 from .config import LRFinderConfig
 from .engine import StepFn, base_lr, build_result, make_snapshot, param_group_names, range_test, sweep
+from .suggest import resolve_suggesters
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def sequential_range_test(
     config: LRFinderConfig,
     *,
     first: Sequence[str] = ("head",),
-    method: str = "trough",
+    method: str | None = None,
     warmup_steps: int | None = None,
     keep_head: bool = False,
     scheduler: Any = None,
@@ -60,6 +61,7 @@ def sequential_range_test(
     snapshot: Any = None,
     progress: bool = True,
     metadata: Mapping[str, Any] | None = None,
+    log_warnings: bool = True,
 ):
     """
     The "train the head first, then unfreeze" recipe as a range test, in three phases:
@@ -74,7 +76,8 @@ def sequential_range_test(
 
     Args:
         first (`Sequence[str]`, *optional*, defaults to `("head",)`): names of the groups swept first.
-        method (`str`, *optional*, defaults to `"trough"`): the rule whose head suggestion is used in phases 2 and 3.
+        method (`str`, *optional*): the rule whose head suggestion is used in phases 2 and 3; defaults to the first
+            of `config.suggest` (`"trough"`).
         warmup_steps (`int`, *optional*): head training steps of phase 2; defaults to `config.num_steps // 2`.
         keep_head (`bool`, *optional*, defaults to `False`): keep the warmed-up head weights.
 
@@ -92,6 +95,11 @@ def sequential_range_test(
             f"The sequential strategy needs param groups named {list(first)} and at least one other group; the optimizer has {sorted(set(names))}. Build it with hf_lrfind.groups (groups='auto'), or use strategy='joint'."
         )
     warmup_steps = config.num_steps // 2 if warmup_steps is None else warmup_steps
+    method = method if method is not None else next(iter(resolve_suggesters(config.suggest)))
+    if config.num_sweeps > 1:
+        logger.info(
+            f"The sequential strategy sweeps each phase once; num_sweeps={config.num_sweeps} applies to joint sweeps."
+        )
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps ({warmup_steps}) must not be negative.")
     if not isinstance(config.start_lr, (int, float)):
@@ -121,7 +129,7 @@ def sequential_range_test(
             bounds=ratio_bounds(is_first),
         )
         snapshot.restore()
-        head_result = build_result({n: head_curve for n in head_curve.lrs if n in first}, config)
+        head_result = build_result({n: head_curve for n in head_curve.lrs if n in first}, config, log_warnings=False)
         head_lr = {n: _first_suggestion(head_result.suggestions[n], method) for n in head_result.groups}
         held = [(head_lr[n], head_lr[n]) if f else (0.0, 0.0) for n, f in zip(names, is_first)]
         groups = optimizer.param_groups  # `restore` loads the optimizer state dict, which replaces the group dicts
@@ -150,7 +158,7 @@ def sequential_range_test(
                 p.copy_(w)
     curves = {n: (head_curve if n in first else body_curve) for n in dict.fromkeys(names)}
     meta = {"strategy": "sequential", "warmup_steps": warmup_steps, "head_lr": head_lr, **(metadata or {})}
-    return build_result(curves, config, meta)
+    return build_result(curves, config, meta, log_warnings=log_warnings)
 
 
 def default_strategy(groups: Any, layer_decay: float | None, mapping: Mapping[str, Any] | None) -> str:

@@ -268,6 +268,13 @@ def prepare_curve(
     return lrs64[:end].copy(), losses64[:end].copy()
 
 
+_STOPPED = {
+    "diverged": "It diverged",
+    "non_finite_loss": "It reached a non-finite loss",
+    "too_many_skipped_steps": "The gradient scaler skipped too many steps",
+}
+
+
 def curve_warnings(
     lrs: CurveLike, losses: CurveLike, *, stop_reason: str = "num_steps", group: str | None = None
 ) -> list[str]:
@@ -303,7 +310,8 @@ def curve_warnings(
         if stop_reason == "num_steps":
             advice = f"Raise end_lr ({lrs64[-1]:.3g} reached) or num_steps, or check that the model learns from these batches."
         else:
-            advice = f"It {stop_reason.replace('_', ' ')} first: check that the model learns from these batches (labels, trainable parameters), or lower start_lr."
+            why = _STOPPED.get(stop_reason, f"The sweep stopped ({stop_reason})")
+            advice = f"{why} first: check that the model learns from these batches (labels, trainable parameters), or lower start_lr."
         return [
             f"The loss{where} never clearly dropped (from {start:.4g} to at best {smooth[low]:.4g}, scatter {scatter:.2g}): the suggestions do not point at a rate that trains. {advice}"
         ]
@@ -351,6 +359,11 @@ def resolve_suggesters(methods: Methods) -> dict[str, Suggester]:
     return resolved
 
 
+def _uses_raw(fn: Suggester) -> bool:
+    """Whether a rule reads the raw losses: its `uses_raw_losses`, or that of the function a `functools.partial` wraps."""
+    return bool(getattr(fn, "uses_raw_losses", getattr(getattr(fn, "func", None), "uses_raw_losses", False)))
+
+
 def suggest_all(
     lrs: CurveLike, losses: CurveLike, methods: Methods, *, raw: tuple[CurveLike, CurveLike] | None = None
 ) -> dict[str, float | None]:
@@ -371,8 +384,5 @@ def suggest_all(
     """
     smoothed = _curve(lrs, losses, np.float64)
     raw64 = smoothed if raw is None else _curve(*raw, np.float64)
-    results = {
-        name: fn(*(raw64 if getattr(fn, "uses_raw_losses", False) else smoothed))
-        for name, fn in resolve_suggesters(methods).items()
-    }
+    results = {name: fn(*(raw64 if _uses_raw(fn) else smoothed)) for name, fn in resolve_suggesters(methods).items()}
     return {name: None if value is None else float(value) for name, value in results.items()}

@@ -250,6 +250,7 @@ def _sweep(callback: LRFinderCallback, trainer: Trainer, model: torch.nn.Module,
         if trainer.compute_loss_func is None and getattr(trainer, "loss_is_scaled_for_ga", None) is None:
             trainer.model_accepts_loss_kwargs = False
         kwargs = {"snapshot": snapshot, "progress": progress, "metadata": {"entry_point": "trainer"}}
+        kwargs["log_warnings"] = trainer.is_world_process_zero()
         if strategy == "sequential":
             kwargs.update(method=callback.method, keep_head=False)
         return run_strategy(
@@ -301,8 +302,8 @@ class LRFinderCallback(_TrainerEvents):
 
     Args:
         then (`str`, *optional*, defaults to `"stop"`): `"stop"` or `"train"`.
-        method (`str`, *optional*, defaults to `"trough"`): the suggestion used by `then="train"` and by the
-            sequential strategy for the head.
+        method (`str`, *optional*): the suggestion used by `then="train"` and by the sequential strategy for the
+            head; defaults to the first rule of `suggest` (`"trough"`).
         groups (`str` or `Mapping`, *optional*): `"auto"` or explicit groups (see [`hf_lrfind.detect_groups`]) for
             one curve and suggestion per group; by default the optimizer's param groups are swept together.
         strategy (`str`, *optional*): `"sequential"` (the default for `groups="auto"`) or `"joint"`.
@@ -326,7 +327,7 @@ class LRFinderCallback(_TrainerEvents):
         self,
         *,
         then: Literal["stop", "train"] = "stop",
-        method: str = "trough",
+        method: str | None = None,
         groups: str | Mapping[str, str | Sequence[str]] | None = None,
         strategy: Literal["joint", "sequential"] | None = None,
         layer_decay: float | None = None,
@@ -347,7 +348,10 @@ class LRFinderCallback(_TrainerEvents):
         self.config = config if config is not None else LRFinderConfig(**config_kwargs)
         from .suggest import resolve_suggesters
 
-        if method not in resolve_suggesters(self.config.suggest):
+        rules = resolve_suggesters(self.config.suggest)
+        if method is None:
+            method = next(iter(rules))
+        elif method not in rules:
             raise ValueError(
                 f"method ({method!r}) must be one of the suggestion rules the sweep runs ({self.config.suggest})."
             )
@@ -604,7 +608,7 @@ def _set_peak_lrs(optimizer: Any, scheduler: Any, names: list[str], lrs: Mapping
         scheduler._last_lr = [group["lr"] for group in groups]
 
 
-def apply_result(result: LRFinderResult, trainer: Trainer, method: str = "trough") -> None:
+def apply_result(result: LRFinderResult, trainer: Trainer, method: str | None = None) -> None:
     """
     Make the trainer's next (or current) training use the suggestions as the peak learning rates of its schedule.
 

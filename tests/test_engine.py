@@ -438,16 +438,18 @@ def test_several_sweeps_start_from_the_same_state_and_are_averaged():
     assert_same_state(before, state_of(model, opt))
 
 
-def test_the_shortest_sweep_sets_the_length_of_the_average():
+def test_a_sweep_that_stops_early_does_not_cut_the_average():
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    # sweep 1 runs 10 steps, sweep 2 diverges at its step 4 (then 9 more steps run before the check), sweep 3 runs 10
+    # sweep 1 runs 10 steps, sweep 2 diverges at its step 4 (6 more steps run before the check), sweep 3 runs 10
     reported = [1.0] * 10 + [1.0, 1.0, 1.0, 100.0] + [100.0] * 6 + [0.5] * 10
     step, calls = make_step(model, opt, losses=reported)
     result = range_test(step, model, opt, LRFinderConfig(num_steps=10, check_every=10), progress=False)
     assert len(calls) == 30
-    assert result.losses["all"] == [(1.0 + 1.0 + 0.5) / 3] * 3 + [(1.0 + 100.0 + 0.5) / 3]
-    assert result.stop_reason["all"] == "diverged" and result.metadata["steps_run"] == 10 + 4 + 10
+    # as long as the median sweep; each step averaged over the sweeps that recorded it
+    assert result.losses["all"] == [(1.0 + 1.0 + 0.5) / 3] * 3 + [(1.0 + 100.0 + 0.5) / 3] + [(1.0 + 0.5) / 2] * 6
+    assert result.stop_reason["all"] == "num_steps" and result.metadata["steps_run"] == 10 + 4 + 10
+    assert len(result.metadata["sweep_losses"]["all"][1]) == 4
     assert result.metadata["cost_steps"] == 30  # what ran: the sweep is read back every 10 steps
 
 

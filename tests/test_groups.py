@@ -399,7 +399,7 @@ def test_param_groups_from_result_errors():
 
 @pytest.mark.parametrize("bad", ["heads", "Auto", ""])
 def test_an_unknown_groups_name_lists_the_vocabulary(bad):
-    with pytest.raises(ValueError, match=r"Unknown groups .*'auto'.*'optimizer'.*mapping.*None"):
+    with pytest.raises(ValueError, match=r"Unknown groups .*'auto'.*'optimizer'.*mapping.*groups=None"):
         detect_groups(tiny_bert(), bad)
 
 

@@ -389,3 +389,11 @@ def test_the_suggestions_are_shown_on_the_console_where_the_trainer_shows_its_me
     )  # disable_tqdm: no bar to write under
     out = capsys.readouterr().out
     assert "lr_find all: trough" not in out and "'lr_find/all/trough'" in out  # the Trainer's PrinterCallback prints
+
+
+def test_a_callback_without_trough_uses_the_first_rule_it_runs(tmp_path):
+    finder = LRFinderCallback(then="train", suggest=["valley", "steep"], num_steps=10, num_sweeps=1, save_to=None)
+    assert finder.method == "valley"
+    trainer = make_trainer(tmp_path, callbacks=[finder])
+    trainer.train()
+    assert trainer.args.learning_rate == finder.result.suggestion("valley") == finder.result.suggestion()

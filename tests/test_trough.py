@@ -126,3 +126,26 @@ def test_warning_when_the_loss_is_still_falling_at_the_end():
 def test_warning_when_too_few_points_remain():
     (message,) = curve_warnings(lrs_of(6), bowl(6, 3), stop_reason="diverged")
     assert "6 points" in message and "too few" in message
+
+
+def test_a_partial_of_trough_still_reads_the_raw_losses():
+    import functools
+
+    lrs, raw = lrs_of(100), bowl(bottom=60)
+    ema = np.asarray(debiased_ema(raw.tolist(), 0.98))
+    wider = functools.partial(trough, factor=10.0)
+    got = suggest_all(lrs, ema, [wider], raw=(lrs, raw))
+    assert got == {"trough": pytest.approx(lrs[60] / 10)}
+
+
+def test_the_default_suggestion_is_the_first_rule_the_sweep_ran():
+    from hf_lrfind import LRFinderResult
+
+    older = LRFinderResult(  # a result saved before trough existed: valley first
+        lrs={"all": [1e-3, 1e-2]},
+        losses={"all": [1.0, 0.5]},
+        smoothed_losses={"all": [1.0, 0.7]},
+        suggestions={"all": {"valley": 1e-3, "minimum": 1e-4}},
+        stop_reason={"all": "num_steps"},
+    )
+    assert older.suggestion() == 1e-3 and older.suggestion("minimum") == 1e-4
