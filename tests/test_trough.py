@@ -149,3 +149,11 @@ def test_the_default_suggestion_is_the_first_rule_the_sweep_ran():
         stop_reason={"all": "num_steps"},
     )
     assert older.suggestion() == 1e-3 and older.suggestion("minimum") == 1e-4
+
+
+def test_a_diverging_tail_is_not_taken_for_noise():
+    rng = np.random.default_rng(4)
+    raw = 6.25 - 0.9 * np.clip((np.arange(100) - 40) / 30, 0, 1) + rng.normal(scale=0.02, size=100)
+    raw[85:] = np.geomspace(6, 500, 15)  # the loss explodes at the end of the sweep
+    lrs, prepared = prepare_curve(lrs_of(100), raw, skip_end=0)
+    assert curve_warnings(lrs, prepared, stop_reason="diverged") == []
