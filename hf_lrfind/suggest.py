@@ -283,7 +283,8 @@ def curve_warnings(
 
     - fewer than 10 points;
     - no clear drop: the centred mean of the raw loss (7 points) never falls below its starting level by more than
-      twice the scatter of the raw loss around it (up to its lowest point) and 1% of that level (too low an `end_lr`, too few steps, or a model
+      twice the scatter of the raw loss around it (up to its lowest point; median absolute deviation) and 1% of that
+      level (too low an `end_lr`, too few steps, or a model
       that does not learn from these batches);
     - still falling at the end: the lowest point lies in the last 5% of a sweep that ran all its steps (raise `end_lr`).
 
@@ -305,9 +306,10 @@ def curve_warnings(
         ]
     smooth = centered_mean(losses64, 3)
     low = int(np.argmin(smooth))
-    # The scatter of the raw loss around its centred mean, up to the bottom: a diverging tail is not noise.
+    # The scatter of the raw loss around its centred mean, up to the bottom (a diverging tail is not noise), robust to
+    # a few spikes: the median absolute deviation, scaled to a standard deviation.
     upto = max(low + 1, 10)
-    start, scatter = smooth[0], float(np.std(losses64[:upto] - smooth[:upto]))
+    start, scatter = smooth[0], 1.4826 * float(np.median(np.abs(losses64[:upto] - smooth[:upto])))
     if start - smooth[low] <= max(2 * scatter, 0.01 * abs(start)):
         if stop_reason == "num_steps":
             advice = f"Raise end_lr ({lrs64[-1]:.3g} reached) or num_steps, or check that the model learns from these batches."

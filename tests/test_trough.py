@@ -157,3 +157,12 @@ def test_a_diverging_tail_is_not_taken_for_noise():
     raw[85:] = np.geomspace(6, 500, 15)  # the loss explodes at the end of the sweep
     lrs, prepared = prepare_curve(lrs_of(100), raw, skip_end=0)
     assert curve_warnings(lrs, prepared, stop_reason="diverged") == []
+
+
+def test_a_few_wild_points_before_the_bottom_are_not_taken_for_noise():
+    # a body sweep after a head warm-up: it starts high and wild, then falls a long way
+    rng = np.random.default_rng(5)
+    raw = 17.0 - 15.0 * np.clip(np.arange(100) / 60, 0, 1) + rng.normal(scale=0.3, size=100)
+    raw[[12, 20, 31]] += 40.0
+    lrs, prepared = prepare_curve(lrs_of(100), raw)
+    assert curve_warnings(lrs, prepared, stop_reason="diverged") == []
