@@ -277,6 +277,41 @@ def plot(scores: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def groups_auto(records: Sequence[dict], steps: int) -> str:
+    """
+    Markdown: `groups="auto"` (trained at its per-group `trough` suggestions) against the best (body, head) pair of
+    the grid, single rates counting as pairs with body = head. The tie band is the best pair's mean + 2 pooled sd.
+    """
+    runs: dict[tuple[float, float], list[float]] = {}
+    for r in records:
+        if r["kind"] == "grid":
+            runs.setdefault((r["lr"], r["lr"]), []).append(r["eval_loss"])
+        elif r["kind"] == "pair":
+            runs.setdefault((r["lr"]["body"], r["lr"]["head"]), []).append(r["eval_loss"])
+    runs = {k: [math.inf if v is None else v for v in vals] for k, vals in runs.items()}
+    means = {k: statistics.fmean(v) for k, v in runs.items()}
+    finite = [v for v in runs.values() if all(math.isfinite(x) for x in v) and len(v) > 1]
+    sd = math.sqrt(statistics.fmean(statistics.variance(v) for v in finite))
+    best = min(means, key=means.get)
+    band = means[best] + 2 * sd
+    grid_steps = sum(len(v) for v in runs.values()) * steps
+    head = f"Grid: {len(runs)} (body, head) settings at 3 seeds ({grid_steps:,} optimizer steps); best pair"
+    lines = [
+        f"{head} body {best[0]:.3g}, head {best[1]:.3g}: mean eval loss {means[best]:.4f}, pooled sd {sd:.4f}, tie band <= {band:.4f}.",
+        "",
+        "| seed | body lr | head lr | eval loss | in the tie band | finder steps (x grid) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in sorted((r for r in records if r["kind"] == "auto"), key=lambda r: r["seed"]):
+        loss = r["eval_loss"]
+        inside = "yes" if loss is not None and loss <= band else "no"
+        lrs = r["trained_lrs"]
+        cost = f"{r['cost_steps']} ({r['cost_steps'] / grid_steps:.3f})"
+        shown = "diverged" if loss is None else f"{loss:.4f}"
+        lines.append(f"| {r['seed']} | {lrs['body']:.2e} | {lrs['head']:.2e} | {shown} | {inside} | {cost} |")
+    return "\n".join(lines)
+
+
 def ema_lag(regimes: Sequence[str]) -> str:
     """Markdown: how far (in decades of lr) fastai's EMA puts the bottom of each one-sweep curve past the centred mean."""
     from hf_lrfind.suggest import centered_mean
@@ -352,6 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.sensitivity:
         print("\n" + sensitivity(regimes))
         print("\n" + ema_lag(regimes))
+    for regime in regimes:
+        records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
+        if any(r["kind"] == "auto" for r in records):
+            from suggestbench.regimes import REGIMES
+
+            print(f"\n{regime}, groups='auto':\n" + groups_auto(records, REGIMES[regime].steps))
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write("\n\n".join(f"### {regime}\n\n{markdown(regime, r)}" for regime, r in scores.items()) + "\n")
