@@ -71,6 +71,7 @@ def mean_of_sweeps(sweeps: Sequence[Sequence[float]]) -> list[float]:
     """
     The step-by-step mean of several sweeps' raw losses, as long as the median sweep (for 3 sweeps: the middle one):
     each step is averaged over the sweeps that recorded it, so one sweep that stopped early does not cut the others.
+    A non-finite loss makes its step's mean non-finite, and the prepared curve is cut there, as for one sweep.
     """
     n = sorted(len(s) for s in sweeps)[(len(sweeps) - 1) // 2]
     means = []

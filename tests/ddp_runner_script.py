@@ -67,7 +67,7 @@ def main():
     report["expected_first_loss"] = float((losses * weights).sum() / weights.sum())
     report["rank_first_losses"] = losses.tolist()
     finder = LRFinder(model, optimizer, accelerator=accelerator, progress=False)
-    result = finder.range_test(batches, start_lr=1e-4, end_lr=10.0, num_steps=40, check_every=5)
+    result = finder.range_test(batches, start_lr=1e-4, end_lr=10.0, num_steps=40, num_sweeps=1, check_every=5)
     report["result"] = result.to_dict()
     report["restored"] = all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     report["unwrapped"] = type(model).__name__ == "GPT2LMHeadModel" and accelerator._models == []
@@ -94,7 +94,7 @@ def main():
 
     model.forward = forward_with_index(model)
     sharded = LRFinder(model, optimizer, accelerator=accelerator, progress=False).range_test(
-        loader, start_lr=1e-4, end_lr=1e-2, num_steps=2, diverge_threshold=None, skip_end=0
+        loader, start_lr=1e-4, end_lr=1e-2, num_steps=2, num_sweeps=1, diverge_threshold=None, skip_end=0
     )
     del model.forward
     report["seen_indices"] = seen
@@ -108,7 +108,7 @@ def main():
         return outputs.loss * float("nan") if rank == 1 and len(calls) == 4 else outputs.loss
 
     nan_result = LRFinder(model, optimizer, accelerator=accelerator, loss_fn=nan_on_rank_1, progress=False).range_test(
-        batches, start_lr=1e-4, end_lr=1e-2, num_steps=20, check_every=3
+        batches, start_lr=1e-4, end_lr=1e-2, num_steps=20, num_sweeps=1, check_every=3
     )
     report["nan_stop"] = nan_result.stop_reason["all"]
     report["nan_steps"] = len(nan_result.losses["all"])

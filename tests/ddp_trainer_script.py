@@ -37,7 +37,7 @@ args = TrainingArguments(
 )
 trainer = Recording(model=bert(), args=args, train_dataset=Tokens())
 before = weights(trainer.model)
-result = find_lr(trainer, num_steps=15, end_lr=1.0)
+result = find_lr(trainer, num_steps=15, num_sweeps=1, end_lr=1.0)
 after = weights(trainer.model)
 rank = int(os.environ["RANK"])
 with open(os.path.join(out, f"rank{rank}.json"), "w") as f:

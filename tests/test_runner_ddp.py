@@ -72,4 +72,4 @@ def test_cli_under_torchrun_shards_the_batches_and_reports_once(tmp_path):
     assert sorted(os.listdir(tmp_path / "out")) == ["lr_find.json", "lr_find.png"]
     meta = json.loads((tmp_path / "out" / "lr_find.json").read_text())["metadata"]
     assert meta["num_processes"] == 2 and meta["distributed_type"] == "MULTI_CPU"
-    assert meta["tokens_seen"] == 2 * 10 * 8 * 128  # both processes' batches, 8 x 128 tokens each
+    assert meta["tokens_seen"] == 3 * 2 * 10 * 8 * 128  # 3 sweeps of both processes' batches, 8 x 128 tokens each
