@@ -1,4 +1,5 @@
-"""Time `hf_lrfind.suggest.valley` (O(n log n)) against fastai's O(n^2) double loop on one 5,000-point curve.
+"""Time `hf_lrfind.suggest.valley` (O(n log n)) against fastai's O(n^2) double loop on one 5,000-point curve, and
+`trough` (O(n)) at 5,000 and 50,000 points.
 
 Run from the repository root: `python scripts/bench_valley.py`. Exits with status 1 if the two answers differ.
 """
@@ -59,6 +60,14 @@ def main(n: int = 5000) -> int:
     # valley returns the float64 rate at the index fastai picks; fastai holds it as float32.
     same = math.isclose(fast, ref, rel_tol=1e-7)
     print(f"speed-up: {ref_s / fast_s:.0f}x; same answer (to float32 precision): {same}")
+    # trough is O(n) (a cumulative sum): ten times the points should take about ten times as long, not a hundred.
+    from hf_lrfind.suggest import trough
+
+    big_lrs = 1e-7 * (10 / 1e-7) ** (np.arange(10 * n) / (10 * n))
+    big = np.interp(np.linspace(0, 1, 10 * n), x, losses)
+    small_s, _ = best_of(lambda: trough(lrs, losses), repeats=20)
+    big_s, _ = best_of(lambda: trough(big_lrs, big), repeats=20)
+    print(f"trough (O(n)): {small_s * 1e3:.3f} ms at n = {n}, {big_s * 1e3:.3f} ms at 10n: {big_s / small_s:.1f}x")
     return 0 if same else 1
 
 
