@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .suggest import SUGGESTERS, TROUGH_HALF_WIDTH, centered_mean
+
 if TYPE_CHECKING:
     import matplotlib.figure
 
@@ -80,16 +82,24 @@ def plot_result(
             a.plot(lrs, result.losses[group], color="C0", alpha=0.3, linewidth=1, label="raw loss")
         smoothed = np.asarray(result.smoothed_losses[group], dtype=float)
         a.plot(lrs, smoothed, color="C0", linewidth=2, label="smoothed loss")
-        marked = []
+        raw = np.asarray(result.losses[group], dtype=float)
+        bad = np.flatnonzero(~np.isfinite(raw))
+        cut = int(bad[0]) if len(bad) else len(raw)
+        centred = centered_mean(raw[:cut], TROUGH_HALF_WIDTH)  # what trough reads: no lag, unlike the EMA
+        marked = [float(centred.min())] if cut else []
         for i, (method, lr) in enumerate(result.suggestions[group].items()):
             if lr is None:
                 continue
-            y = float(np.interp(lr, lrs, smoothed))  # drawn at the rate it suggests, on the smoothed curve
+            # drawn at the rate it suggests, on the curve it reads
+            curve = centred if getattr(SUGGESTERS.get(method), "uses_raw_losses", False) and cut else smoothed
+            y = float(np.interp(lr, lrs[: len(curve)], curve))
             marked.append(y)
             marker = _MARKERS.get(method, "x")
             a.plot(
                 [lr], [y], linestyle="none", marker=marker, markersize=8, color=f"C{i + 1}", label=f"{method}: {lr:.2e}"
             )
+        if cut:
+            a.plot(lrs[:cut], centred, color="C0", linestyle="--", linewidth=1, label="centred mean (trough)")
         limits = _y_limits(smoothed, marked)
         if limits is not None:
             a.set_ylim(*limits)

@@ -16,6 +16,7 @@ from hf_lrfind import LRFinderConfig, LRFinderResult, StepOutput, range_test
 from hf_lrfind.engine import param_group_names
 from hf_lrfind.recorder import debiased_ema, diverged
 from hf_lrfind.state import StateSnapshot
+from hf_lrfind.suggest import centered_mean
 
 
 def tiny_model(seed=0):
@@ -309,6 +310,8 @@ def test_plot_lines_hold_the_recorded_data(tmp_path):
         assert markers[method] == pytest.approx(result.suggestions["body"][method])
         assert f"{method}: {result.suggestions['body'][method]:.2e}" in [line.get_label() for line in ax.lines]
     assert ax.get_xscale() == "log"
+    (centred,) = [line for line in ax.lines if line.get_label() == "centred mean (trough)"]  # the curve trough reads
+    np.testing.assert_allclose(centred.get_ydata(), centered_mean(result.losses["body"], 2))
 
 
 def test_plot_limits_show_the_drop_and_every_marker(tmp_path):
