@@ -47,8 +47,10 @@ def plot_result(
     result: LRFinderResult, path: str | os.PathLike | None = None, ax: Any = None, *, show_raw: bool = True
 ) -> matplotlib.figure.Figure:
     """
-    Plot loss against learning rate (log x axis for an exponential sweep): raw loss faint, smoothed loss bold, one marker per suggestion with
-    its value in the legend. Groups with different curves get one panel each. Never calls `plt.show()`.
+    Plot loss against learning rate (log x axis for an exponential sweep): raw loss faint (the mean of the sweeps),
+    fastai's EMA bold, the centred mean `trough` reads dashed, one marker per suggestion, at the rate it suggests on
+    the curve it reads, with its value in the legend. The y limits show the start, the bottom and every marker, not
+    the diverging tail. Groups that share one curve share one panel. Never calls `plt.show()`.
 
     Args:
         result ([`LRFinderResult`]): the result to plot.
