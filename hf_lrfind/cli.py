@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .data import _quiet_datasets
+from .suggest import STOP_REASONS
 
 logger = logging.getLogger(__name__)
 
@@ -307,14 +308,6 @@ def _batches(task: str, args: argparse.Namespace, texts: list[str], tokenizer: A
     return seq_cls_batches(texts, labels, tokenizer, max_length=args.max_length, **common)
 
 
-_STOPS = {
-    "num_steps": "ran to the end",
-    "diverged": "stopped when the loss diverged",
-    "non_finite_loss": "stopped at a non-finite loss",
-    "too_many_skipped_steps": "stopped after too many skipped fp16 steps",
-}
-
-
 def _summary(result: Any, output_dir: str) -> str:
     meta = result.metadata
     stops = sorted(set(result.stop_reason.values()))
@@ -327,14 +320,14 @@ def _summary(result: Any, output_dir: str) -> str:
         body = next(g for g in result.groups if g not in meta.get("head_lr", {head: None}))
         lines = [
             f"LR range test, head first then body: {where}",
-            f"  head sweep: {len(result.losses[head])} of {meta['num_steps']} steps, {_STOPS[result.stop_reason[head]]}",
+            f"  head sweep: {len(result.losses[head])} of {meta['num_steps']} steps, {STOP_REASONS[result.stop_reason[head]]}",
             f"  head warm-up: {meta['warmup_steps']} steps at its suggestion, the body held still",
-            f"  body sweep: {len(result.losses[body])} of {meta['num_steps']} steps, {_STOPS[result.stop_reason[body]]}",
+            f"  body sweep: {len(result.losses[body])} of {meta['num_steps']} steps, {STOP_REASONS[result.stop_reason[body]]}",
         ]
     else:
         sweeps = f"{meta['num_sweeps']} sweeps" if meta.get("num_sweeps", 1) > 1 else "1 sweep"
         lines = [
-            f"LR range test: {sweeps} of {meta['num_steps']} steps, {', '.join(_STOPS[s] for s in stops)}; {where}"
+            f"LR range test: {sweeps} of {meta['num_steps']} steps, {', '.join(STOP_REASONS[s] for s in stops)}; {where}"
         ]
     methods = list(dict.fromkeys(m for g in result.groups for m in result.suggestions[g]))
     width = max(len("group"), *(len(g) for g in result.groups))

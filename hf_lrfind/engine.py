@@ -235,22 +235,22 @@ def build_result(
     lrs, losses, smoothed, suggestions, stop = {}, {}, {}, {}, {}
     warnings: list[str] = []
     checked: set[int] = set()
+    unique = list({id(c): c for c in curves.values()}.values())
+    skips = {"num_steps": config.num_steps, "skip_start": config.skip_start, "skip_end": config.skip_end}
     for group, curve in curves.items():
         lrs[group] = list(curve.lrs[group])
         losses[group], smoothed[group] = list(curve.losses), list(curve.smoothed)
         stop[group] = curve.stop_reason
-        skips = {"num_steps": config.num_steps, "skip_start": config.skip_start, "skip_end": config.skip_end}
         prepared = prepare_curve(lrs[group], smoothed[group], **skips)
         raw = prepare_curve(lrs[group], losses[group], **skips)
         suggestions[group] = suggest_all(*prepared, config.suggest, raw=raw)
         if id(curve) not in checked:  # a joint sweep's groups share one curve: judge it once
             checked.add(id(curve))
-            named = group if len({id(c) for c in curves.values()}) > 1 else None
+            named = group if len(unique) > 1 else None
             for message in curve_warnings(*raw, stop_reason=curve.stop_reason, group=named):
                 if log_warnings:
                     logger.warning(message)
                 warnings.append(message)
-    unique = list({id(c): c for c in curves.values()}.values())
     tokens = [c.num_tokens for c in unique if c.num_tokens is not None]
     meta = {
         "num_steps": config.num_steps,

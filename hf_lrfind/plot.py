@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .suggest import SUGGESTERS, TROUGH_HALF_WIDTH, centered_mean
+from .suggest import SUGGESTERS, TROUGH_HALF_WIDTH, centered_mean, finite_length
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -85,8 +85,7 @@ def plot_result(
         smoothed = np.asarray(result.smoothed_losses[group], dtype=float)
         a.plot(lrs, smoothed, color="C0", linewidth=2, label="smoothed loss")
         raw = np.asarray(result.losses[group], dtype=float)
-        bad = np.flatnonzero(~np.isfinite(raw))
-        cut = int(bad[0]) if len(bad) else len(raw)
+        cut = finite_length(raw)
         centred = centered_mean(raw[:cut], TROUGH_HALF_WIDTH)  # what trough reads: no lag, unlike the EMA
         marked = [float(centred.min())] if cut else []
         for i, (method, lr) in enumerate(result.suggestions[group].items()):

@@ -42,6 +42,12 @@ def _curve(lrs: CurveLike, losses: CurveLike, dtype: type = np.float32) -> tuple
     return arrays[0], arrays[1]
 
 
+def finite_length(values: np.ndarray) -> int:
+    """How many values come before the first non-finite one (NaN or +-inf): where a curve is cut."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    return int(bad[0]) if len(bad) else len(values)
+
+
 def valley(lrs: CurveLike, losses: CurveLike) -> float | None:
     """
     fastai's default rule: the point 1/3 + 1/6 of the way along the longest valley of the curve. `lds[i]` is the
@@ -207,8 +213,7 @@ def trough(
     if len(losses64) == 0:
         logger.warning("trough: the curve is empty, so there is no learning rate to suggest; returning None.")
         return None
-    bad = np.flatnonzero(~np.isfinite(losses64))
-    end = int(bad[0]) if len(bad) else len(losses64)
+    end = finite_length(losses64)
     if end == 0:
         logger.warning(
             "trough: the curve starts with a non-finite loss, so there is no finite loss to read; returning None."
@@ -263,16 +268,16 @@ def prepare_curve(
             raise ValueError(f"{name} ({value}) must be non-negative; pass 0 to skip nothing.")
     stop = max(len(lrs64) - skip_end, 0)  # an explicit stop, so skip_end=0 keeps the tail (no [a:-0] slice)
     lrs64, losses64 = lrs64[skip_start:stop], losses64[skip_start:stop]
-    bad = np.flatnonzero(~np.isfinite(losses64))
-    end = int(bad[0]) if len(bad) > 0 else len(losses64)
+    end = finite_length(losses64)
     return lrs64[:end].copy(), losses64[:end].copy()
 
 
-_STOPPED = {
-    "diverged": "It diverged",
-    "non_finite_loss": "It reached a non-finite loss",
-    "too_many_skipped_steps": "The gradient scaler skipped too many steps",
-}
+STOP_REASONS = {
+    "num_steps": "ran to the end",
+    "diverged": "stopped when the loss diverged",
+    "non_finite_loss": "stopped at a non-finite loss",
+    "too_many_skipped_steps": "stopped after too many skipped fp16 steps",
+}  # why a sweep ended, in words
 
 
 def curve_warnings(
@@ -284,8 +289,7 @@ def curve_warnings(
     - fewer than 10 points;
     - no clear drop: the centred mean of the raw loss (7 points) never falls below its starting level by more than
       twice the scatter of the raw loss around it (up to its lowest point; median absolute deviation) and 1% of that
-      level (too low an `end_lr`, too few steps, or a model
-      that does not learn from these batches);
+      level (too low an `end_lr`, too few steps, or a model that does not learn from these batches);
     - still falling at the end: the lowest point lies in the last 5% of a sweep that ran all its steps (raise `end_lr`).
 
     Args:
@@ -314,8 +318,8 @@ def curve_warnings(
         if stop_reason == "num_steps":
             advice = f"Raise end_lr ({lrs64[-1]:.3g} reached) or num_steps, or check that the model learns from these batches."
         else:
-            why = _STOPPED.get(stop_reason, f"The sweep stopped ({stop_reason})")
-            advice = f"{why} first: check that the model learns from these batches (labels, trainable parameters), or lower start_lr."
+            why = STOP_REASONS.get(stop_reason, f"stopped ({stop_reason})")
+            advice = f"The sweep {why} first: check that the model learns from these batches (labels, trainable parameters), or lower start_lr."
         return [
             f"The loss{where} never clearly dropped (from {start:.4g} to at best {smooth[low]:.4g}, scatter {scatter:.2g}): the suggestions do not point at a rate that trains. {advice}"
         ]

@@ -114,7 +114,11 @@ def test_warning_when_the_loss_never_drops():
     (message,) = curve_warnings(lrs, raw, group="head")
     assert "group 'head' never clearly dropped" in message and "Raise end_lr" in message
     (message,) = curve_warnings(lrs, raw, stop_reason="diverged")
-    assert "never clearly dropped" in message and "It diverged first" in message and "lower start_lr" in message
+    assert (
+        "never clearly dropped" in message
+        and "The sweep stopped when the loss diverged first" in message
+        and "lower start_lr" in message
+    )
 
 
 def test_warning_when_the_loss_is_still_falling_at_the_end():
