@@ -85,6 +85,7 @@ def _prepared(record: dict, smoothed: bool) -> tuple[np.ndarray, np.ndarray]:
     """The record's curve prepared as the library prepares it; several sweeps are averaged as the library does."""
     from hf_lrfind.engine import mean_of_sweeps
     from hf_lrfind.recorder import debiased_ema
+    from hf_lrfind.schedule import lr_at
     from hf_lrfind.suggest import prepare_curve
 
     def finite(values):
@@ -92,9 +93,9 @@ def _prepared(record: dict, smoothed: bool) -> tuple[np.ndarray, np.ndarray]:
 
     sweeps = record.get("sweep_losses")
     raw = mean_of_sweeps([finite(s) for s in sweeps]) if sweeps else finite(record["losses"])
-    lrs = record["lrs"] if len(record["lrs"]) >= len(raw) else None
-    if lrs is None:  # a cached mean cut shorter than the library's: rebuild the schedule's rates
-        lrs = [1e-7 * (10.0 / 1e-7) ** (i / 100) for i in range(len(raw))]
+    lrs = record["lrs"]
+    if len(lrs) < len(raw):  # a cached mean cut shorter than the library's: the default schedule's rates
+        lrs = [lr_at(i, 100, 1e-7, 10.0) for i in range(len(raw))]
     return prepare_curve(lrs[: len(raw)], debiased_ema(raw, 0.98) if smoothed else raw, num_steps=100)
 
 
