@@ -201,9 +201,11 @@ def masked_lm_batches(
 ) -> DataLoader:
     """
     Masked-LM batches: the texts tokenized with their special tokens, joined, cut into blocks of `block_size` tokens,
-    and masked by transformers' `DataCollatorForLanguageModeling` (`mlm_probability` of the tokens; of those 80%
-    become the mask token, 10% a random token, 10% stay). `labels` are -100 except at the masked positions. The
-    masking draws from a generator seeded with `seed`, so the batches are the same from run to run.
+    and masked as transformers' `DataCollatorForLanguageModeling` masks them (`mlm_probability` of the tokens other
+    than special tokens; of those 80% become the mask token, 10% a random token, 10% stay). `labels` are -100 except
+    at the masked positions. The masking draws from its own generator seeded with `seed` (the collator's seed handling
+    differs across transformers versions; before 5.19 it ignored `seed=0`), so the batches are the same from run to
+    run and, at a given seed, the same as the collator's from transformers 5.19 on.
 
     Args:
         texts (`Sequence[str]` or `datasets.Dataset`): the text, or a dataset with a `text_column`.
@@ -221,8 +223,6 @@ def masked_lm_batches(
     Raises:
         ValueError: a tokenizer without a mask or pad token, a missing text column, or less text than one block.
     """
-    from transformers import DataCollatorForLanguageModeling
-
     if tokenizer.mask_token is None:
         raise ValueError(
             "The tokenizer has no mask token, which masked-LM batches need; use the tokenizer of a masked LM (BERT-style), or a causal-LM task for this model."
@@ -233,8 +233,33 @@ def masked_lm_batches(
     _check_block_size(block_size)
     dataset = _as_dataset(texts, text_column)
     blocks = _packed(dataset, tokenizer, text_column, block_size, add_eos=False, special_tokens=True)
-    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=mlm_probability, seed=seed)
-    return _loader(blocks, batch_size, shuffle, seed, collator)
+    return _loader(blocks, batch_size, shuffle, seed, _MaskTokens(tokenizer, mlm_probability, seed))
+
+
+class _MaskTokens:
+    """
+    Collate equal-length blocks into a masked-LM batch, drawing from one generator seeded once: the draws, and their
+    order, of `DataCollatorForLanguageModeling.torch_mask_tokens` (80% mask token, 10% random token, 10% kept).
+    """
+
+    def __init__(self, tokenizer: Any, mlm_probability: float, seed: int) -> None:
+        self.mask_token_id = tokenizer.mask_token_id
+        self.vocab_size = len(tokenizer)
+        self.mlm_probability = mlm_probability
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, examples: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        inputs = torch.tensor([e["input_ids"] for e in examples])
+        special = torch.tensor([e["special_tokens_mask"] for e in examples], dtype=torch.bool)
+        labels, shape, g = inputs.clone(), inputs.shape, self.generator
+        masked = torch.bernoulli(torch.full(shape, self.mlm_probability).masked_fill_(special, 0.0), generator=g).bool()
+        labels[~masked] = -100  # the ignore index of transformers' losses
+        replaced = torch.bernoulli(torch.full(shape, 0.8), generator=g).bool() & masked
+        inputs[replaced] = self.mask_token_id
+        randomized = torch.bernoulli(torch.full(shape, 0.5), generator=g).bool() & masked & ~replaced
+        words = torch.randint(self.vocab_size, shape, dtype=torch.long, generator=g)
+        inputs[randomized] = words[randomized]
+        return {"input_ids": inputs, "attention_mask": torch.ones_like(inputs), "labels": labels}
 
 
 def _check_pad_token(tokenizer: Any, task: str) -> None:

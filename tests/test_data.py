@@ -2,8 +2,11 @@
 
 import pytest
 import torch
+import transformers
 from accelerate.state import AcceleratorState, GradientState
 from datasets import Dataset
+from packaging.version import Version
+from torch.utils.data import DataLoader
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from hf_lrfind.data import (
@@ -92,6 +95,26 @@ def test_masked_lm_batches_mask_15_percent_reproducibly(texts, tokenizer):
     assert torch.equal(original.flatten(), stream[: original.numel()])  # labels hold the tokens that were masked
     assert 0.13 < masked.float().mean() < 0.17
     assert 0.75 < (ids[masked] == tokenizer.mask_token_id).float().mean() < 0.85  # 80% become the mask token
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_masked_lm_batches_are_the_seeded_collators_batches(texts, tokenizer, seed):
+    from transformers import DataCollatorForLanguageModeling
+
+    if seed == 0 and Version(transformers.__version__) < Version("5.19"):
+        pytest.skip("before transformers 5.19 DataCollatorForLanguageModeling ignores seed=0: no seeded reference")
+
+    ours = masked_lm_batches(texts, tokenizer, block_size=32, batch_size=4, seed=seed)
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    reference = DataLoader(
+        ours.dataset, batch_size=4, shuffle=True, generator=generator, collate_fn=collator, drop_last=True
+    )
+    pairs = list(zip(ours, reference, strict=True))
+    assert len(pairs) > 10
+    for a, b in pairs:
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
 
 
 def test_masked_lm_batches_need_mask_and_pad_tokens(texts, tokenizer, no_pad_tokenizer):
