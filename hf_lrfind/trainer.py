@@ -180,6 +180,19 @@ def _check_loss_inputs(trainer: Trainer, batch: Any) -> None:
     )
 
 
+def _clip_grad_norm(trainer: Trainer, model: torch.nn.Module) -> None:
+    """
+    The Trainer's gradient clipping: its `_clip_grad_norm` (transformers 5.3 on); before 5.3 the loop clipped inline
+    with `accelerator.clip_grad_norm_`, done here the same way (its SageMaker, apex and tensor-parallel branches are
+    not reproduced).
+    """
+    clip = getattr(trainer, "_clip_grad_norm", None)
+    if clip is not None:
+        clip(model)
+    else:
+        trainer.accelerator.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
+
+
 def _step_fn(trainer: Trainer, model: torch.nn.Module, batches: _Batches, optimizer: Any):
     """One optimizer step of the Trainer's loop: micro-batches, training_step, clipping, optimizer step."""
     from accelerate.utils import DistributedType
@@ -203,7 +216,7 @@ def _step_fn(trainer: Trainer, model: torch.nn.Module, batches: _Batches, optimi
                 loss = trainer.training_step(model, inputs, num_items)
             total = loss if total is None else total + loss
         if args.max_grad_norm is not None and args.max_grad_norm > 0:
-            trainer._clip_grad_norm(model)
+            _clip_grad_norm(trainer, model)
         optimizer.step()
         skipped = accelerator.scaler is not None and optimizer.step_was_skipped
         model.zero_grad()
@@ -385,9 +398,9 @@ class LRFinderCallback(_TrainerEvents):
         self._pending = {
             "trainer": trainer,
             "snapshot": snapshot,
-            "global_step": state.global_step,
             "eval_on_start": args.eval_on_start,
             "stepped": False,
+            "accounting": _Accounting(trainer),
         }
         args.eval_on_start = False
         control.should_training_stop = True
@@ -414,9 +427,9 @@ class LRFinderCallback(_TrainerEvents):
         self._silence(control, stepped=False)
 
     def on_train_end(self, args, state, control, **kwargs):
-        self._end_stop(state)
+        self._end_stop()
 
-    def _end_stop(self, state: Any) -> None:
+    def _end_stop(self) -> None:
         """Undo what stop mode set up; restore the snapshot again if a batch ran after all. Safe to call twice."""
         pending, self._pending = self._pending, None
         if pending is None:
@@ -425,10 +438,9 @@ class LRFinderCallback(_TrainerEvents):
         try:
             _unshadow_epochs(trainer)
             trainer.args.eval_on_start = pending["eval_on_start"]
-            if pending["stepped"]:  # a Trainer whose loop does not go through _run_epoch
+            if pending["stepped"]:  # a loop without _run_epoch (transformers < 5.3) ran a batch: undo it
                 snapshot.restore()
-                if state is not None:
-                    state.global_step = pending["global_step"]
+                pending["accounting"].restore()
             else:
                 set_rng_state(snapshot.rng)
         finally:
@@ -495,8 +507,11 @@ class _AsBefore:
         self.control = dict(vars(trainer.control))
         self.handler = dict(vars(trainer.callback_handler))
         self.args = {name: getattr(trainer.args, name) for name in ("eval_on_start", "max_steps")}
+        # The lists as they are (transformers < 5 appends to them in place), and the objects themselves.
         self.accelerator = {name: getattr(acc, name) for name in _ACCELERATOR_ATTRS if hasattr(acc, name)}
+        self.lists = {name: list(v) for name, v in self.accelerator.items() if isinstance(v, list)}
         self.sync_gradients = acc.gradient_state.sync_gradients
+        self.references = list(acc.gradient_state.dataloader_references)
         self.model_attrs = dict(trainer.model.__dict__)
         self.training = {module: module.training for module in trainer.model.modules()}
         optimizer = trainer.optimizer
@@ -514,8 +529,11 @@ class _AsBefore:
         for name, value in self.args.items():
             setattr(trainer.args, name, value)
         for name, value in self.accelerator.items():
+            if name in self.lists:
+                value[:] = self.lists[name]
             setattr(acc, name, value)
         acc.gradient_state._set_sync_gradients(self.sync_gradients)
+        acc.gradient_state.dataloader_references[:] = self.references  # a loop stopped mid-epoch leaves its loader
         # accelerate's prepare() marks the model and, under mixed precision, wraps its forward in autocast.
         _restore_attrs(trainer.model, self.model_attrs, _MODEL_ATTRS)
         for module, training in self.training.items():
@@ -570,7 +588,7 @@ def find_lr(trainer: Trainer, *, config: LRFinderConfig | None = None, **kwargs:
     try:
         trainer.train()
     finally:
-        callback._end_stop(None)  # if train() failed before on_train_end
+        callback._end_stop()  # if train() failed before on_train_end
         wrapped = trainer.model_wrapped is not trainer.model
         before.restore()
         if wrapped:  # free the DDP wrapper made for the sweep now, with its gradient hooks

@@ -47,6 +47,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+# Before transformers 5.3 (no Trainer._run_epoch) the loop runs one batch of its first epoch before it reads
+# should_training_stop; find_lr and stop mode undo it (test_callback_stop_restores_a_batch_run_by_another_loop).
+EXTRA_BATCH = 0 if hasattr(Trainer, "_run_epoch") else 1
+RUNS_A_BATCH = "transformers < 5.3 runs one batch after the sweep (undone), so no-batch guarantees start at 5.3"
+
+
 def bert(seed=0, dropout=0.1):
     torch.manual_seed(seed)
     cfg = BertConfig(
@@ -113,13 +119,7 @@ def two_group_optimizer(model):
     body = [p for n, p in model.named_parameters() if not n.startswith("classifier")]
     opt = torch.optim.AdamW([{"params": body, "lr": 1e-4}, {"params": head, "lr": 1e-3}])
     seen = []
-    step = opt.step
-
-    def recording_step(*args, **kwargs):
-        seen.append([g["lr"] for g in opt.param_groups])
-        return step(*args, **kwargs)
-
-    opt.step = recording_step
+    opt.register_step_pre_hook(lambda opt, args, kwargs: seen.append([g["lr"] for g in opt.param_groups]))
     return opt, seen
 
 
@@ -128,7 +128,8 @@ def test_applied_lrs_follow_the_sweep_in_every_group(tmp_path):
     opt, seen = two_group_optimizer(model)
     trainer = make_trainer(tmp_path, model, optimizers=(opt, None))
     result = find_lr(trainer, num_steps=12, num_sweeps=1, end_lr=1.0, save_to=None)
-    assert len(seen) == 12  # the sweep's steps only: no batch runs after it
+    assert len(seen) == 12 + EXTRA_BATCH  # the sweep's steps only: no batch runs after it
+    seen = seen[:12]
     assert [s[0] for s in seen] == result.lrs["group_0"]
     assert [s[1] for s in seen] == result.lrs["group_1"] == pytest.approx([10 * lr for lr in result.lrs["group_0"]])
     assert result.lrs["group_0"][:2] == [1e-7, 1e-7 * (1e7) ** (1 / 12)]
@@ -309,6 +310,7 @@ def test_find_lr_runs_no_other_callback_and_leaves_no_trace(tmp_path):
     assert torch.equal(torch.get_rng_state(), rng)
 
 
+@pytest.mark.skipif(EXTRA_BATCH, reason=RUNS_A_BATCH)
 def test_callback_stop_runs_no_batch_after_the_sweep(tmp_path):
     recorder = Recorder()
     finder = LRFinderCallback(num_steps=8, save_to=None)
