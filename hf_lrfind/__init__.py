@@ -2,17 +2,28 @@
 
 import logging
 
-from .config import LRFinderConfig
+from ._version import __version__
+from .core.config import LRFinderConfig
+from .core.engine import StepOutput, range_test, sweep
+from .core.result import LRFinderResult
+from .core.state import StateSnapshot
+from .core.suggest import (
+    SUGGESTERS,
+    centered_mean,
+    curve_warnings,
+    minimum,
+    prepare_curve,
+    slide,
+    steep,
+    trough,
+    valley,
+)
 from .data import causal_lm_batches, load_sample_text, masked_lm_batches, seq_cls_batches, train_tokenizer
-from .engine import StepOutput, range_test, sweep
-from .groups import build_param_groups, detect_groups, layer_decay_ratios, param_groups_from_result
-from .result import LRFinderResult
-from .runner import AccelerateStateSnapshot, LRFinder
-from .state import StateSnapshot
-from .suggest import SUGGESTERS, centered_mean, curve_warnings, minimum, prepare_curve, slide, steep, trough, valley
-from .trainer import LRFinderCallback, apply_result, find_lr
-
-__version__ = "0.1.0"
+from .groups.build import build_param_groups, layer_decay_ratios, param_groups_from_result
+from .groups.detect import detect_groups
+from .integrations.accelerate_state import AccelerateStateSnapshot
+from .integrations.runner import LRFinder
+from .integrations.trainer import LRFinderCallback, apply_result, find_lr
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

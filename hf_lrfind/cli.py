@@ -14,8 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .data import _quiet_datasets
-from .suggest import STOP_REASONS
+from .core.suggest import STOP_REASONS
+from .data import quiet_datasets
 
 logger = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def _param_groups(model: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _load_dataset(spec: str) -> Any:
-    with _quiet_datasets():
+    with quiet_datasets():
         return _read_dataset(spec)
 
 
@@ -350,9 +350,10 @@ def run(args: argparse.Namespace) -> int:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from . import LRFinderConfig
+    from .core.config import LRFinderConfig
     from .data import load_sample_text
-    from .runner import LRFinder, has_accelerator
+    from .integrations.accelerate_state import has_accelerator
+    from .integrations.runner import LRFinder
 
     suggest = tuple(s.strip() for s in args.suggest.split(",") if s.strip())
     config = LRFinderConfig(

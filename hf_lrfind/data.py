@@ -67,7 +67,7 @@ def train_tokenizer(texts: Sequence[str], *, vocab_size: int = 512) -> PreTraine
 
 
 @contextlib.contextmanager
-def _quiet_datasets() -> Iterator[None]:
+def quiet_datasets() -> Iterator[None]:
     """No `datasets` progress bars for the few quick maps here (the previous setting is put back)."""
     from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
 
@@ -135,7 +135,7 @@ def _packed(
         n = len(flat["input_ids"]) // block_size * block_size
         return {k: [v[i : i + block_size] for i in range(0, n, block_size)] for k, v in flat.items()}
 
-    with _quiet_datasets():
+    with quiet_datasets():
         tokenized = dataset.map(tokenize, batched=True, remove_columns=dataset.column_names)
         blocks = tokenized.map(group, batched=True, batch_size=max(1000, block_size))
     if len(blocks) == 0:
@@ -327,6 +327,6 @@ def seq_cls_batches(
     def tokenize(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
         return dict(tokenizer(batch[text_column], truncation=True, max_length=max_length))
 
-    with _quiet_datasets():
+    with quiet_datasets():
         tokenized = dataset.map(tokenize, batched=True, remove_columns=[text_column])
     return _loader(tokenized, batch_size, shuffle, seed, DataCollatorWithPadding(tokenizer))

@@ -65,7 +65,7 @@ def make_arms(model: torch.nn.Module, loader: torch.utils.data.DataLoader) -> di
     import torch_lr_finder
     from accelerate import Accelerator
 
-    from hf_lrfind.runner import LRFinder
+    from hf_lrfind.integrations.runner import LRFinder
 
     accelerator = Accelerator(cpu=True)
     prepared, optimizer = accelerator.prepare(model, torch.optim.AdamW(model.parameters(), lr=1e-4))
@@ -117,7 +117,7 @@ def measure(
     Seconds per step of each arm in each round, as CPU time of this process and as wall time; the arms rotate and
     each starts from the same weights.
     """
-    from hf_lrfind.state import StateSnapshot
+    from hf_lrfind.core.state import StateSnapshot
 
     baseline = StateSnapshot(model)  # restored between arms, untimed
     for arm in arms.values():  # warm-up: thread pools, allocator, first-call paths
@@ -158,7 +158,7 @@ def main() -> int:
     from transformers import GPT2Config, GPT2LMHeadModel
     from transformers.utils import logging as hf_logging
 
-    from hf_lrfind.state import StateSnapshot
+    from hf_lrfind.core.state import StateSnapshot
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)

@@ -1,4 +1,4 @@
-"""Time `hf_lrfind.suggest.valley` (O(n log n)) against fastai's O(n^2) double loop on one 5,000-point curve, and
+"""Time `hf_lrfind.core.suggest.valley` (O(n log n)) against fastai's O(n^2) double loop on one 5,000-point curve, and
 `trough` (O(n)) at 5,000 and 50,000 points.
 
 Run from the repository root: `python scripts/bench_valley.py`. Exits with status 1 if the two answers differ.
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from hf_lrfind.suggest import valley
+    from hf_lrfind.core.suggest import valley
 except ImportError:  # not installed: use the checkout this script lives in
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from hf_lrfind.suggest import valley
+    from hf_lrfind.core.suggest import valley
 
 
 def fastai_valley(lrs: np.ndarray, losses: np.ndarray) -> float:
@@ -61,7 +61,7 @@ def main(n: int = 5000) -> int:
     same = math.isclose(fast, ref, rel_tol=1e-7)
     print(f"speed-up: {ref_s / fast_s:.0f}x; same answer (to float32 precision): {same}")
     # trough is O(n) (a cumulative sum): ten times the points should take about ten times as long, not a hundred.
-    from hf_lrfind.suggest import trough
+    from hf_lrfind.core.suggest import trough
 
     big_lrs = 1e-7 * (10 / 1e-7) ** (np.arange(10 * n) / (10 * n))
     big = np.interp(np.linspace(0, 1, 10 * n), x, losses)

@@ -83,10 +83,10 @@ ONE, THREE = "1 sweep", "3 sweeps"
 
 def _prepared(record: dict, smoothed: bool) -> tuple[np.ndarray, np.ndarray]:
     """The record's curve prepared as the library prepares it; several sweeps are averaged as the library does."""
-    from hf_lrfind.engine import mean_of_sweeps
-    from hf_lrfind.recorder import debiased_ema
-    from hf_lrfind.schedule import lr_at
-    from hf_lrfind.suggest import prepare_curve
+    from hf_lrfind.core.engine import mean_of_sweeps
+    from hf_lrfind.core.recorder import debiased_ema
+    from hf_lrfind.core.schedule import lr_at
+    from hf_lrfind.core.suggest import prepare_curve
 
     def finite(values):
         return [math.nan if v is None else v for v in values]
@@ -101,7 +101,7 @@ def _prepared(record: dict, smoothed: bool) -> tuple[np.ndarray, np.ndarray]:
 
 def _fastai(name: str) -> Rule:
     def rule(record: dict) -> float | None:
-        from hf_lrfind.suggest import SUGGESTERS
+        from hf_lrfind.core.suggest import SUGGESTERS
 
         return SUGGESTERS[name](*_prepared(record, smoothed=True))
 
@@ -110,7 +110,7 @@ def _fastai(name: str) -> Rule:
 
 def _trough(**kwargs) -> Rule:
     def rule(record: dict) -> float | None:
-        from hf_lrfind.suggest import trough
+        from hf_lrfind.core.suggest import trough
 
         return trough(*_prepared(record, smoothed=False), **kwargs)
 
@@ -315,7 +315,7 @@ def groups_auto(records: Sequence[dict], steps: int) -> str:
 
 def ema_lag(regimes: Sequence[str]) -> str:
     """Markdown: how far (in decades of lr) fastai's EMA puts the bottom of each one-sweep curve past the centred mean."""
-    from hf_lrfind.suggest import centered_mean
+    from hf_lrfind.core.suggest import centered_mean
 
     lines = ["| regime | EMA bottom / centred bottom, per seed (decades) | median |", "|---|---|---|"]
     for regime in regimes:

@@ -120,7 +120,8 @@ class Setup:
     @staticmethod
     def optimizer(model, lrs, one_group: bool = False):
         """AdamW on head/body groups (with the Trainer's weight-decay split); `lrs` is a float or {group: lr}."""
-        from hf_lrfind.groups import build_param_groups, detect_groups
+        from hf_lrfind.groups.build import build_param_groups
+        from hf_lrfind.groups.detect import detect_groups
 
         groups = {"all": [n for n, p in model.named_parameters() if p.requires_grad]} if one_group else detect_groups(model, "auto")
         if not isinstance(lrs, dict):
@@ -171,7 +172,7 @@ class Setup:
     def find(self, strategy: str, seed: int, num_steps: int, ratio: float) -> tuple[dict, float]:
         """Run hf_lrfind; returns ({group: valley suggestion}, seconds) and the full result."""
         from hf_lrfind import LRFinderConfig, range_test
-        from hf_lrfind.strategies import sequential_range_test
+        from hf_lrfind.core.strategies import sequential_range_test
 
         model = self.model(seed)
         config = LRFinderConfig(num_steps=num_steps, num_sweeps=1)  # the study predates num_sweeps=3

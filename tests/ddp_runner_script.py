@@ -12,8 +12,8 @@ import torch
 from accelerate import Accelerator
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import hf_lrfind.runner as runner_module
-from hf_lrfind.runner import LRFinder
+import hf_lrfind.integrations.runner as runner_module
+from hf_lrfind.integrations.runner import LRFinder
 
 VOCAB, SEQ = 64, 16
 
@@ -119,7 +119,7 @@ def main():
     ddp_model, ddp_optimizer = accelerator.prepare(fresh, torch.optim.AdamW(fresh.parameters()))
     before = {k: v.clone() for k, v in ddp_model.state_dict().items()}
     for sharded in (False, True):
-        runner_module._uses_sharded_state = lambda accelerator, sharded=sharded: sharded
+        runner_module.uses_sharded_state = lambda accelerator, sharded=sharded: sharded
         LRFinder(ddp_model, ddp_optimizer, accelerator=accelerator, progress=False).range_test(
             batches, start_lr=1e-3, end_lr=10.0, num_steps=6, snapshot_dir=out_dir
         )

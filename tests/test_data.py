@@ -16,7 +16,7 @@ from hf_lrfind.data import (
     seq_cls_batches,
     train_tokenizer,
 )
-from hf_lrfind.runner import LRFinder
+from hf_lrfind.integrations.runner import LRFinder
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,8 @@ from transformers import (
 )
 
 from hf_lrfind import LRFinderResult
-from hf_lrfind.groups import (
-    build_param_groups,
-    detect_groups,
-    layer_decay_ratios,
-    no_decay_names,
-    param_groups_from_result,
-)
+from hf_lrfind.groups.build import build_param_groups, layer_decay_ratios, no_decay_names, param_groups_from_result
+from hf_lrfind.groups.detect import detect_groups
 
 
 def bert_config(**kwargs):

@@ -14,9 +14,10 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import ProjectConfiguration
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import hf_lrfind.runner as runner_module
+import hf_lrfind.integrations.runner as runner_module
 from hf_lrfind import LRFinderConfig, LRFinderResult
-from hf_lrfind.runner import AccelerateStateSnapshot, LRFinder
+from hf_lrfind.integrations.accelerate_state import AccelerateStateSnapshot
+from hf_lrfind.integrations.runner import LRFinder
 
 VOCAB, SEQ = 64, 16
 
@@ -312,7 +313,7 @@ def test_loss_fn_when_batches_have_no_labels():
 def test_fp16_on_cpu_warns_with_the_fix(caplog):
     model = tiny_gpt2()
     accelerator = Accelerator(mixed_precision="fp16", cpu=True)
-    with caplog.at_level(logging.WARNING, logger="hf_lrfind.runner"):
+    with caplog.at_level(logging.WARNING, logger="hf_lrfind.integrations.runner"):
         LRFinder(
             model, torch.optim.SGD(model.parameters(), lr=0.1), accelerator=accelerator, progress=False
         ).range_test(make_batches(n=1), start_lr=1e-4, end_lr=1e-2, num_steps=3)
@@ -404,7 +405,7 @@ def test_accelerate_state_snapshot_restores_and_leaves_checkpoints_alone(tmp_pat
 
 
 def test_sharded_state_goes_through_accelerate_save_state(monkeypatch, tmp_path):
-    monkeypatch.setattr(runner_module, "_uses_sharded_state", lambda accelerator: True)
+    monkeypatch.setattr(runner_module, "uses_sharded_state", lambda accelerator: True)
     saved = []
     real_save = Accelerator.save_state
     monkeypatch.setattr(Accelerator, "save_state", lambda self, d, **kw: saved.append(d) or real_save(self, d, **kw))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hf_lrfind import LRFinderConfig
-from hf_lrfind.strategies import joint_range_test, sequential_range_test
+from hf_lrfind.core.strategies import joint_range_test, sequential_range_test
 from tests.test_engine import assert_same_state, make_step, state_of, tiny_model, two_group_optimizer
 
 
@@ -99,8 +99,8 @@ def bert_step(model, optimizer):
 
 @pytest.mark.parametrize("strategy", ["joint", "sequential"])
 def test_regrouped_optimizer_runs_each_strategy_and_the_result_rebuilds_the_groups(strategy):
-    from hf_lrfind.groups import regroup_optimizer
-    from hf_lrfind.strategies import run_strategy
+    from hf_lrfind.core.strategies import run_strategy
+    from hf_lrfind.groups.build import regroup_optimizer
 
     model = tiny_bert()
     user_opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
@@ -129,7 +129,7 @@ def test_regrouped_optimizer_runs_each_strategy_and_the_result_rebuilds_the_grou
 
 
 def test_run_strategy_refuses_an_unknown_strategy():
-    from hf_lrfind.strategies import run_strategy
+    from hf_lrfind.core.strategies import run_strategy
 
     model = tiny_model()
     opt = two_group_optimizer(model, names=["body", "head"])

@@ -1,4 +1,4 @@
-"""Tests for `hf_lrfind.suggest`: parity with fastai's rules, hand-made curves with known answers, and edge cases.
+"""Tests for `hf_lrfind.core.suggest`: parity with fastai's rules, hand-made curves with known answers, and edge cases.
 
 The `fastai_*` functions below transcribe fastai's rules (`fastai/callback/schedule.py`, the version with valley as the
 default) line for line, and run them as fastai does: on float32 tensors.
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_lrfind.suggest import (
+from hf_lrfind.core.suggest import (
     DEFAULT_SUGGESTER,
     SUGGESTERS,
     minimum,
@@ -30,7 +30,7 @@ from hf_lrfind.suggest import (
     valley,
 )
 
-LOGGER = "hf_lrfind.suggest"
+LOGGER = "hf_lrfind.core.suggest"
 
 
 # The rules decide in float32 as fastai does but return the float64 rate that was applied, so they agree with the
@@ -551,7 +551,7 @@ def test_suggest_all_does_not_swallow_a_failing_custom_suggester():
 
 
 def test_module_does_not_import_torch():
-    path = Path(__file__).resolve().parents[1] / "hf_lrfind" / "suggest.py"
+    path = Path(__file__).resolve().parents[1] / "hf_lrfind" / "core" / "suggest.py"
     code = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('suggest', {str(path)!r})\n"

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from hf_lrfind.recorder import debiased_ema
-from hf_lrfind.suggest import (
+from hf_lrfind.core.recorder import debiased_ema
+from hf_lrfind.core.suggest import (
     SUGGESTERS,
     centered_mean,
     curve_warnings,
@@ -75,7 +75,7 @@ def test_trough_cuts_at_the_first_non_finite_loss_and_handles_short_curves(caplo
     raw[40] = math.nan  # the bottom after it is never reached
     assert trough(lrs, raw) == pytest.approx(lrs[39] / 3)
     assert trough([1e-3], [2.0]) == pytest.approx(1e-3 / 3)
-    with caplog.at_level(logging.WARNING, logger="hf_lrfind.suggest"):
+    with caplog.at_level(logging.WARNING, logger="hf_lrfind.core.suggest"):
         assert trough([1e-3, 1e-2], [math.inf, 1.0]) is None
         assert trough([], []) is None
     assert "no finite loss" in caplog.text and "empty" in caplog.text

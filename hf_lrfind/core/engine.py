@@ -211,7 +211,7 @@ def sweep(
 
 
 def _versions() -> dict[str, str]:
-    from . import __version__
+    from .._version import __version__
 
     versions = {"hf_lrfind": __version__, "torch": torch.__version__, "python": sys.version.split()[0]}
     for module in ("transformers", "accelerate"):  # only report what the caller already imported

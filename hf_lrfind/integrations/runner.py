@@ -2,7 +2,7 @@
 
 The adapter that imports accelerate (on first use, so that `import hf_lrfind` stays light). It builds the engine's
 `step_fn` out of `accelerator.autocast`, `accelerator.backward`, gradient accumulation, clipping and the optimizer
-step, and hands it to [`hf_lrfind.engine.range_test`], which snapshots, sweeps, restores and suggests.
+step, and hands it to [`hf_lrfind.core.engine.range_test`], which snapshots, sweeps, restores and suggests.
 """
 
 from __future__ import annotations
@@ -13,249 +13,35 @@ import dataclasses
 import gc
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
-from .config import LRFinderConfig, LRSpec
-from .engine import StepOutput
-from .result import LRFinderResult
-from .state import StateSnapshot, rng_state, set_rng_state
-from .strategies import default_strategy, run_strategy
+from ..core.config import LRFinderConfig, LRSpec
+from ..core.result import LRFinderResult
+from ..core.state import StateSnapshot
+from ..core.strategies import default_strategy, run_strategy
+from .accelerate_state import (
+    MODEL_ATTRS,
+    OPTIMIZER_ATTRS,
+    AccelerateStateSnapshot,
+    GeneratorStates,
+    OnceSnapshot,
+    has_accelerator,
+    is_accelerated,
+    remove_items,
+    restore_attrs,
+    uses_sharded_state,
+)
+from .accelerate_step import check_not_empty, cycle, make_step_fn
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
-# accelerate's prepare() replaces the model with sharded parameters under these: the state is saved through accelerate.
-SHARDED_TYPES = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
-# Attributes accelerate's prepare() sets on the objects it is given (mixed-precision forward, scaler step patch, flag).
-_MODEL_ATTRS = ("forward", "_original_forward", "_is_accelerate_prepared")
-_OPTIMIZER_ATTRS = ("step", "_is_accelerate_prepared")
 _RANGE_DEFAULTS = {"start_lr": 1e-7, "end_lr": 10.0, "num_steps": 100, "mode": "exp"}
-
-
-def _uses_sharded_state(accelerator: Accelerator) -> bool:
-    """Whether model and optimizer state are sharded across processes (FSDP, DeepSpeed, Megatron-LM)."""
-    return accelerator.distributed_type.value in SHARDED_TYPES
-
-
-class AccelerateStateSnapshot:
-    """
-    A snapshot taken with `accelerator.save_state` and restored with `accelerator.load_state`: the one that works for
-    sharded state (FSDP, DeepSpeed ZeRO), where every process holds only its shard of the weights and optimizer.
-
-    It covers everything the accelerator tracks (prepared models, optimizers, schedulers, dataloaders, the gradient
-    scaler, registered objects) plus the RNG states, in a temporary folder that [`close`] removes. The folder is
-    created by the main process and shared with the others, so on several machines `directory` must be a folder every
-    process can read (a shared file system). Automatic checkpoint naming of the accelerator's `ProjectConfiguration`
-    is switched off while saving and loading, so the user's checkpoints are never rotated or renumbered.
-
-    Args:
-        accelerator (`accelerate.Accelerator`): the accelerator that prepared the model and optimizer.
-        directory (`str`, *optional*): parent folder of the temporary folder (defaults to the system's temp folder).
-    """
-
-    def __init__(self, accelerator: Accelerator, directory: str | None = None) -> None:
-        from accelerate.utils import broadcast_object_list
-
-        self.accelerator = accelerator
-        self.rng = rng_state()
-        path = [tempfile.mkdtemp(prefix="hf_lrfind-", dir=directory) if accelerator.is_main_process else None]
-        if accelerator.num_processes > 1:
-            broadcast_object_list(path)
-        self.path: str | None = path[0]
-        with self._explicit_folder():
-            accelerator.save_state(self.path)
-        accelerator.wait_for_everyone()
-
-    @contextlib.contextmanager
-    def _explicit_folder(self) -> Iterator[None]:
-        project = self.accelerator.project_configuration
-        automatic, iteration = project.automatic_checkpoint_naming, project.iteration
-        project.automatic_checkpoint_naming = False
-        try:
-            yield
-        finally:
-            project.automatic_checkpoint_naming, project.iteration = automatic, iteration
-
-    def restore(self) -> None:
-        """Load the saved state back on every process (a collective call). Can be called repeatedly."""
-        if self.path is None:
-            raise RuntimeError("This snapshot was closed; take a new one.")
-        with self._explicit_folder():
-            self.accelerator.load_state(self.path)
-        set_rng_state(self.rng)
-        self.accelerator.wait_for_everyone()
-
-    def close(self) -> None:
-        """Remove the temporary folder (main process)."""
-        if self.path is not None and self.accelerator.is_main_process:
-            shutil.rmtree(self.path, ignore_errors=True)
-        self.path = None
-
-
-class _OnceSnapshot:
-    """Forwards to a snapshot and remembers whether it was closed, so that a failure before the sweep still restores."""
-
-    def __init__(self, snapshot: Any) -> None:
-        self.snapshot, self.closed = snapshot, False
-
-    def restore(self) -> None:
-        self.snapshot.restore()
-
-    def close(self) -> None:
-        self.closed = True
-        self.snapshot.close()
-
-
-class _GeneratorStates:
-    """The torch.Generators a dataloader draws from (sampler, loader, collator), so a sweep leaves them as they were."""
-
-    def __init__(self, dataloader: Any) -> None:
-        owners = [dataloader, getattr(dataloader, "base_dataloader", None)]
-        owners += [getattr(o, "sampler", None) for o in owners[:2]]
-        owners += [getattr(getattr(o, "batch_sampler", None), "sampler", None) for o in owners[:2]]
-        owners += [getattr(o, "collate_fn", None) for o in owners[:2]]
-        self._saved: list[tuple[Any, Any]] = []
-        seen: set[int] = set()
-        for owner in owners:
-            if owner is None or id(owner) in seen or not hasattr(owner, "generator"):
-                continue
-            seen.add(id(owner))
-            generator = owner.generator
-            state = generator.get_state() if isinstance(generator, torch.Generator) else None
-            self._saved.append((owner, (generator, state)))
-
-    def restore(self) -> None:
-        for owner, (generator, state) in self._saved:
-            with contextlib.suppress(AttributeError):  # read-only properties
-                owner.generator = generator
-            if state is not None:
-                generator.set_state(state)
-
-
-def _cycle(dataloader: Iterable[Any]) -> Iterator[Any]:
-    """Batches of `dataloader`, starting over when it is exhausted; a ValueError when it yields nothing."""
-    while True:
-        iterator = iter(dataloader)
-        empty = True
-        try:
-            for batch in iterator:
-                empty = False
-                yield batch
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-        if empty:
-            raise ValueError("The dataloader yielded no batches; give it at least one batch (check its dataset).")
-
-
-def _check_not_empty(dataloader: Any) -> None:
-    try:
-        n = len(dataloader)
-    except TypeError:
-        return
-    if n == 0:
-        raise ValueError(
-            "The dataloader is empty (len 0); give it at least one batch (a dataset larger than the batch size with drop_last=True, for instance)."
-        )
-
-
-def _unwrapped(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
-    model = accelerator.unwrap_model(model)
-    get_base = getattr(model, "get_base_model", None)  # PEFT
-    return get_base() if callable(get_base) else model
-
-
-def _shifts_labels(model: torch.nn.Module) -> bool:
-    """Whether the model is a causal LM that shifts its labels by one inside (so `labels[..., 1:]` are the targets)."""
-    name = type(model).__name__
-    if name.endswith(("ForCausalLM", "LMHeadModel")):
-        return True
-    try:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    except ImportError:  # pragma: no cover - transformers is a dependency
-        return False
-    return name in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-
-
-def _first_tensor(batch: Any) -> torch.Tensor | None:
-    values = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else [batch]
-    return next((v for v in values if isinstance(v, torch.Tensor) and v.ndim > 0), None)
-
-
-def _labels(batch: Any) -> Any:
-    if isinstance(batch, Mapping):
-        return batch.get("labels")
-    if isinstance(batch, (list, tuple)) and len(batch) == 2:
-        return batch[1]
-    return None
-
-
-def _weight(batch: Any, shifts: bool, like: torch.Tensor) -> torch.Tensor:
-    """
-    What a micro-batch's mean loss is averaged over, as a 0-d tensor like `like`: its label tokens (`labels != -100`,
-    `labels[..., 1:]` for a causal LM) for token-level labels, else its number of examples.
-    """
-    labels = _labels(batch)
-    if isinstance(labels, torch.Tensor) and labels.ndim >= 2 and not labels.is_floating_point():
-        if shifts:
-            labels = labels[..., 1:]
-        return (labels != IGNORE_INDEX).sum().to(like.dtype)
-    first = _first_tensor(batch)
-    return like.new_full((), float(first.shape[0] if first is not None else 1))
-
-
-def _tokens(batch: Any) -> torch.Tensor | None:
-    """Input tokens of a micro-batch: the attention mask's sum, or the number of input ids; None if neither is there."""
-    if isinstance(batch, Mapping):
-        if isinstance(batch.get("attention_mask"), torch.Tensor):
-            return batch["attention_mask"].sum()
-        if isinstance(batch.get("input_ids"), torch.Tensor):
-            ids = batch["input_ids"]
-            return ids.new_full((), ids.numel())
-    return None
-
-
-def _forward(model: torch.nn.Module, batch: Any) -> Any:
-    if isinstance(batch, Mapping):
-        return model(**batch)
-    if isinstance(batch, (list, tuple)) and len(batch) == 2:
-        return model(batch[0])
-    return model(batch)
-
-
-def _restore_attrs(obj: Any, before: dict[str, Any], names: tuple[str, ...]) -> None:
-    for name in names:
-        if name in before:
-            obj.__dict__[name] = before[name]
-        else:
-            obj.__dict__.pop(name, None)
-
-
-def has_accelerator() -> bool:
-    """Whether torch sees a GPU (or another accelerator). Without one, `Accelerator(cpu=True)` is what makes
-    `torchrun --nproc_per_node N` run as N cooperating processes; plain `Accelerator()` runs each on its own."""
-    if hasattr(torch, "accelerator"):  # torch >= 2.6
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available() or torch.backends.mps.is_available()
-
-
-def _is_accelerated(optimizer: Any) -> bool:
-    from accelerate.optimizer import AcceleratedOptimizer
-
-    return isinstance(optimizer, AcceleratedOptimizer)
-
-
-def _remove(items: list[Any], *objs: Any) -> None:
-    items[:] = [item for item in items if not any(item is obj for obj in objs)]
 
 
 class LRFinder:
@@ -324,7 +110,7 @@ class LRFinder:
         if accelerator is None:
             from accelerate import Accelerator
 
-            if _is_accelerated(optimizer) or getattr(model, "_is_accelerate_prepared", False):
+            if is_accelerated(optimizer) or getattr(model, "_is_accelerate_prepared", False):
                 raise ValueError(
                     "The model or optimizer went through accelerator.prepare; pass that accelerator: LRFinder(model, optimizer, accelerator=accelerator)."
                 )
@@ -339,7 +125,7 @@ class LRFinder:
         # accelerate lists the module it was given (a DDP wrapper's inner module), or the FSDP/DeepSpeed wrapper
         inner = acc.unwrap_model(self.model)
         model_prepared = any(m is self.model or m is inner for m in acc._models)
-        optimizer_prepared = _is_accelerated(self.optimizer)
+        optimizer_prepared = is_accelerated(self.optimizer)
         if model_prepared != optimizer_prepared:
             which = "model" if model_prepared else "optimizer"
             raise ValueError(
@@ -404,81 +190,12 @@ class LRFinder:
             if callable(end) and hasattr(loader, "gradient_state"):
                 end()  # forget the iteration the sweep left unfinished
             if new_loader:
-                _remove(acc._dataloaders, loader)
+                remove_items(acc._dataloaders, loader)
             if not prepared:
-                _remove(acc._models, model, self.model)
-                _remove(acc._optimizers, optimizer)
-                _restore_attrs(self.model, model_attrs, _MODEL_ATTRS)
-                _restore_attrs(self.optimizer, optimizer_attrs, _OPTIMIZER_ATTRS)
-
-    def _step_fn(
-        self, model: torch.nn.Module, optimizer: Any, batches: Iterator[Any], grad_accum_steps: int
-    ) -> Callable[[], StepOutput]:
-        from accelerate.utils import send_to_device
-
-        acc = self.accelerator
-        world = acc.num_processes
-        # accelerate's backward divides by the accelerator's own gradient_accumulation_steps; undo that.
-        factor = world * acc.gradient_accumulation_steps
-        shifts = _shifts_labels(_unwrapped(acc, model))
-        # float64 makes (loss * w) / w give back loss exactly; MPS has no float64.
-        dtype = torch.float32 if acc.device.type == "mps" else torch.float64
-        like = torch.zeros((), dtype=dtype, device=acc.device)
-        gradient_state = acc.gradient_state
-        loss_fn, max_grad_norm = self.loss_fn, self.max_grad_norm
-        simple = grad_accum_steps == 1 and factor == 1
-
-        def step() -> StepOutput:
-            micro = [
-                send_to_device(next(batches), acc.device, non_blocking=acc.non_blocking)
-                for _ in range(grad_accum_steps)
-            ]
-            if simple:  # one batch on one process: its mean loss is the step's, nothing to weigh
-                return single(micro[0])
-            weights = [_weight(b, shifts, like) for b in micro]
-            total = torch.stack(weights).sum() if grad_accum_steps > 1 else weights[0]
-            if world > 1:
-                total = acc.reduce(total, "sum")
-            weighted = []
-            for i, batch in enumerate(micro):
-                last = i == grad_accum_steps - 1
-                gradient_state._set_sync_gradients(last)
-                with contextlib.nullcontext() if last else acc.no_sync(model):
-                    with acc.autocast():
-                        outputs = _forward(model, batch)
-                    loss = _loss(outputs, batch, loss_fn)
-                    # Token-weighted across micro-batches and processes: the gradient of the step's mean loss.
-                    scale = weights[i] * factor / total
-                    acc.backward(loss * scale.to(loss.dtype))
-                weighted.append(loss.detach().to(dtype) * weights[i])
-            skipped = optimizer_step()
-            counts = [_tokens(b) for b in micro]
-            has_tokens = all(c is not None for c in counts)
-            stats = torch.stack(
-                [torch.stack(weighted).sum(), torch.stack(counts).sum().to(dtype) if has_tokens else like]
-            )
-            if world > 1:
-                stats = acc.reduce(stats, "sum")
-            return StepOutput(loss=stats[0] / total, skipped=skipped, num_tokens=stats[1] if has_tokens else None)
-
-        def single(batch: Any) -> StepOutput:
-            gradient_state._set_sync_gradients(True)
-            with acc.autocast():
-                outputs = _forward(model, batch)
-            loss = _loss(outputs, batch, loss_fn)
-            acc.backward(loss)
-            return StepOutput(loss=loss.detach(), skipped=optimizer_step(), num_tokens=_tokens(batch))
-
-        def optimizer_step() -> bool:
-            """Clip, step, zero the gradients; whether the gradient scaler skipped the step (a Python flag)."""
-            if max_grad_norm is not None:
-                acc.clip_grad_norm_(model.parameters(), max_grad_norm)
-            optimizer.step()
-            skipped = bool(getattr(optimizer, "step_was_skipped", False))
-            optimizer.zero_grad()
-            return skipped
-
-        return step
+                remove_items(acc._models, model, self.model)
+                remove_items(acc._optimizers, optimizer)
+                restore_attrs(self.model, model_attrs, MODEL_ATTRS)
+                restore_attrs(self.optimizer, optimizer_attrs, OPTIMIZER_ATTRS)
 
     def range_test(
         self,
@@ -562,24 +279,24 @@ class LRFinder:
                 loading_info,
             )
         grad_accum_steps = self._grad_accum(grad_accum_steps)
-        _check_not_empty(dataloader)
+        check_not_empty(dataloader)
         acc = self.accelerator
         prepared = self._is_prepared()
-        sharded = _uses_sharded_state(acc)
+        sharded = uses_sharded_state(acc)
         if sharded and not prepared:
             raise ValueError(
                 f"Under {acc.distributed_type.value}, preparing replaces the model's parameters by shards, which the sweep cannot undo: run model, optimizer = accelerator.prepare(model, optimizer) first and pass those."
             )
         self._warn_fp16_on_cpu()
-        raw_optimizer = self.optimizer.optimizer if _is_accelerated(self.optimizer) else self.optimizer
-        generators = _GeneratorStates(dataloader)
+        raw_optimizer = self.optimizer.optimizer if is_accelerated(self.optimizer) else self.optimizer
+        generators = GeneratorStates(dataloader)
         training = {module: module.training for module in self.model.modules()}
         sync_gradients = acc.gradient_state.sync_gradients
         # Taken before preparing: DDP's start-up broadcast of rank 0's weights is undone too.
         if sharded:
-            snapshot = _OnceSnapshot(AccelerateStateSnapshot(acc, config.snapshot_dir))
+            snapshot = OnceSnapshot(AccelerateStateSnapshot(acc, config.snapshot_dir))
         else:
-            snapshot = _OnceSnapshot(
+            snapshot = OnceSnapshot(
                 StateSnapshot(
                     self.model,
                     raw_optimizer,
@@ -602,9 +319,11 @@ class LRFinder:
             with self._prepared(prepared, dataloader) as (model, optimizer, loader):
                 wrapped = model is not self.model
                 model.train()
-                batches = _cycle(loader)
+                batches = cycle(loader)
                 try:
-                    step = self._step_fn(model, optimizer, batches, grad_accum_steps)
+                    step = make_step_fn(
+                        acc, model, optimizer, batches, grad_accum_steps, self.loss_fn, self.max_grad_norm
+                    )
                     result = run_strategy(
                         self._strategy[0],
                         step,
@@ -652,11 +371,11 @@ class LRFinder:
         loading_info,
     ) -> LRFinderResult:
         """A range test on a new optimizer over named groups (the user's optimizer is left alone)."""
-        from .groups import regroup_optimizer
+        from ..groups.build import regroup_optimizer
 
         acc = self.accelerator
         prepared = self._is_prepared()
-        raw = self.optimizer.optimizer if _is_accelerated(self.optimizer) else self.optimizer
+        raw = self.optimizer.optimizer if is_accelerated(self.optimizer) else self.optimizer
         grouped, mapping = regroup_optimizer(
             acc.unwrap_model(self.model), raw, groups, ratios=ratios, layer_decay=layer_decay, loading_info=loading_info
         )
@@ -671,22 +390,5 @@ class LRFinder:
                 dataloader, config=config, grad_accum_steps=grad_accum_steps, output_dir=output_dir
             )
         finally:
-            _remove(acc._optimizers, finder.optimizer)
+            remove_items(acc._optimizers, finder.optimizer)
         return self.result
-
-
-def _loss(outputs: Any, batch: Any, loss_fn: Callable[[Any, Any], torch.Tensor] | None) -> torch.Tensor:
-    if loss_fn is not None:
-        loss = loss_fn(outputs, batch)
-    elif isinstance(outputs, Mapping):
-        loss = outputs.get("loss")
-    else:
-        loss = getattr(outputs, "loss", None)
-    if loss is None:
-        raise ValueError(
-            "The model returned no loss: give the batches a 'labels' entry (transformers models compute their loss from it), or pass loss_fn=(outputs, batch) -> loss to LRFinder."
-        )
-    if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
-        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-        raise ValueError(f"The loss must be a 0-d tensor (the batch mean), got {shape}; reduce it with .mean().")
-    return loss

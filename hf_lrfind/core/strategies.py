@@ -1,6 +1,6 @@
 """Sweep strategies for discriminative learning rates: `joint` and `sequential` (head first, then body).
 
-Framework-neutral like the engine: they take the same `step_fn` as [`~hf_lrfind.engine.range_test`] and read the
+Framework-neutral like the engine: they take the same `step_fn` as [`~hf_lrfind.core.engine.range_test`] and read the
 groups from the `"name"` entries of the optimizer's param groups.
 """
 
@@ -92,7 +92,7 @@ def sequential_range_test(
     is_first = [name in first for name in names]
     if not any(is_first) or all(is_first):
         raise ValueError(
-            f"The sequential strategy needs param groups named {list(first)} and at least one other group; the optimizer has {sorted(set(names))}. Build it with hf_lrfind.groups (groups='auto'), or use strategy='joint'."
+            f"The sequential strategy needs param groups named {list(first)} and at least one other group; the optimizer has {sorted(set(names))}. Build it with hf_lrfind.build_param_groups (groups='auto'), or use strategy='joint'."
         )
     warmup_steps = config.num_steps // 2 if warmup_steps is None else warmup_steps
     method = method if method is not None else next(iter(resolve_suggesters(config.suggest)))

@@ -5,12 +5,23 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import matplotlib.figure
     import torch
+
+# `param_groups` and `apply` run code outside the core (parameter groups follow transformers' and PEFT's naming;
+# `apply` is the Trainer adapter's). Those modules hand their functions in here when imported, which `import
+# hf_lrfind` always does (it runs before any of its modules), so the core imports neither and no import circle forms.
+_CONVENIENCES: dict[str, Callable[..., Any]] = {}
+
+
+def provide(name: str, fn: Callable[..., Any]) -> None:
+    """Register the function behind the [`LRFinderResult`] method `name` (`"param_groups"` or `"apply"`)."""
+    _CONVENIENCES[name] = fn
 
 
 def _nan_to_none(values: list[float]) -> list[float | None]:
@@ -88,7 +99,7 @@ class LRFinderResult:
         """
         Optimizer param groups carrying each group's suggested learning rate, with the Trainer's weight-decay split,
         ready for `torch.optim.AdamW(...)` and `Trainer(optimizers=(optimizer, None))`; see
-        [`hf_lrfind.groups.param_groups_from_result`], which takes the further keyword arguments (`groups`,
+        [`hf_lrfind.param_groups_from_result`], which takes the further keyword arguments (`groups`,
         `no_decay`, `loading_info`, `layer_decay`, `optimizer`).
 
         Example:
@@ -97,15 +108,11 @@ class LRFinderResult:
         >>> optimizer = torch.optim.AdamW(result.param_groups(model, "trough", weight_decay=0.01))
         ```
         """
-        from .groups import param_groups_from_result
-
-        return param_groups_from_result(self, model, method, weight_decay=weight_decay, **kwargs)
+        return _CONVENIENCES["param_groups"](self, model, method, weight_decay=weight_decay, **kwargs)
 
     def apply(self, trainer: Any, method: str | None = None) -> None:
-        """Set the trainer's learning rate(s) to the suggestions; see [`hf_lrfind.trainer.apply_result`]."""
-        from .trainer import apply_result
-
-        apply_result(self, trainer, method)
+        """Set the trainer's learning rate(s) to the suggestions; see [`hf_lrfind.apply_result`]."""
+        _CONVENIENCES["apply"](self, trainer, method)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; non-finite losses become `None`."""
@@ -137,7 +144,7 @@ class LRFinderResult:
     def plot(
         self, path: str | os.PathLike | None = None, ax: Any = None, *, show_raw: bool = True
     ) -> matplotlib.figure.Figure:
-        """Plot loss against learning rate; see [`hf_lrfind.plot.plot_result`]."""
+        """Plot loss against learning rate; see [`hf_lrfind.core.plot.plot_result`]."""
         from .plot import plot_result
 
         return plot_result(self, path=path, ax=ax, show_raw=show_raw)

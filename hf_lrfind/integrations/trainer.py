@@ -1,38 +1,24 @@
 """The `transformers.Trainer` adapter: `find_lr(trainer)`, `LRFinderCallback` and `apply_result`.
 
-The sweep runs through the Trainer's own pieces, one optimizer step at a time, as `Trainer._run_epoch` does:
-`get_batch_samples` (gradient accumulation), `training_step` (its `compute_loss`, mixed precision, backward through
-the accelerator), `no_sync` on all micro-batches but the last, `_clip_grad_norm` and the optimizer step. The Trainer's
-logging, evaluation, saving, progress bar and `state` are not touched while it runs.
-
-The recorded loss: a model whose `forward` takes `**kwargs` (`BertForSequenceClassification`, ...) makes the Trainer
-treat its loss as already normalised over the accumulated batch, so the Trainer sums micro-batch losses and, under
-DDP, multiplies by the world size. During the sweep `trainer.model_accepts_loss_kwargs` is off (unless a
-`compute_loss_func` or `loss_is_scaled_for_ga` says how the loss is scaled): each micro-batch gives its mean divided
-by the accumulation steps, a step's loss is the mean of its micro-batch means, averaged over the processes. For packed
-causal-LM batches that is the token mean; with padding it averages micro-batch means. The Trainer's
-`logging_nan_inf_filter` is not on this path: a NaN loss stops the sweep.
+The sweep runs through the Trainer's own pieces ([`trainer_sweep`]); the Trainer's logging, evaluation, saving,
+progress bar and `state` are not touched while it runs. What reaches into the Trainer's private loop is in
+[`trainer_internals`].
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import gc
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-import torch
-
-from .config import LRFinderConfig
-from .engine import StepOutput, base_lr, make_snapshot, param_group_names
-from .result import LRFinderResult
-from .runner import _MODEL_ATTRS, _restore_attrs
-from .state import StateSnapshot, rng_state, set_rng_state
-from .strategies import default_strategy, run_strategy
+from ..core.config import LRFinderConfig
+from ..core.engine import base_lr, make_snapshot, param_group_names
+from ..core.result import LRFinderResult, provide
+from ..core.state import StateSnapshot, set_rng_state
+from .trainer_internals import Accounting, AsBefore, SkipEpoch, calling_trainer, unshadow_epochs
+from .trainer_sweep import sweep
 
 if TYPE_CHECKING:
     from transformers import Trainer
@@ -40,61 +26,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 THEN = ("stop", "train")
-
-
-def _calling_trainer() -> tuple[Trainer, dict[str, Any]]:
-    """The Trainer whose training loop called the current callback, with the locals of that loop's frame."""
-    from transformers import Trainer
-
-    frame = sys._getframe(1)
-    while frame is not None:
-        candidate = frame.f_locals.get("self")
-        if isinstance(candidate, Trainer) and frame.f_code.co_name == "_inner_training_loop":
-            return candidate, frame.f_locals
-        frame = frame.f_back
-    raise RuntimeError(
-        "LRFinderCallback runs inside Trainer.train(); add it with Trainer(callbacks=[LRFinderCallback()]) or use hf_lrfind.find_lr(trainer)."
-    )
-
-
-def _is_plain(value: Any) -> bool:
-    """Numbers, strings and containers of them: what a Trainer keeps count in (never a module, tensor or optimizer)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return True
-    if isinstance(value, (list, tuple, set)):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(_is_plain(k) and _is_plain(v) for k, v in value.items())
-    return False
-
-
-class _Accounting:
-    """
-    What the Trainer, or a subclass, accumulates as its steps run, taken before the sweep and put back after it: the
-    plain-data attributes of the trainer (TRL's `_metrics` and `_total_train_tokens`, the Trainer's `current_flos` and
-    `_total_loss_scalar`, ...) and `trainer.state` (`num_input_tokens_seen`, `total_flos`, ...). Without it, a subclass
-    whose `compute_loss` counts tokens or metrics reports the sweep's steps as its own.
-    """
-
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        self.attrs = {k: copy.deepcopy(v) for k, v in trainer.__dict__.items() if _is_plain(v)}
-        self.state = copy.deepcopy(vars(trainer.state))
-
-    def restore(self) -> None:
-        attrs = self.trainer.__dict__
-        for name in [k for k, v in attrs.items() if k not in self.attrs and _is_plain(v)]:
-            del attrs[name]  # started during the sweep
-        for name, saved in self.attrs.items():
-            live = attrs.get(name)
-            if type(live) is type(saved) and isinstance(live, list):
-                live[:] = saved  # in place: whoever holds the object (find_lr's own snapshot) sees it restored
-            elif type(live) is type(saved) and isinstance(live, (dict, set)):
-                live.clear()
-                live.update(saved)
-            else:
-                attrs[name] = saved
-        vars(self.trainer.state).update(self.state)
 
 
 class _Keep:
@@ -108,178 +39,6 @@ class _Keep:
 
     def close(self) -> None:
         pass
-
-
-class _Batches:
-    """
-    The Trainer's train dataloader as one endless iterator, epoch after epoch (`set_epoch` before each, as
-    `Trainer._run_epoch` does). [`close`] ends an unfinished pass, so that accelerate's dataloader does not stay
-    registered as running in the accelerator's gradient state.
-    """
-
-    def __init__(self, dataloader: Any) -> None:
-        self.dataloader, self.epoch = dataloader, 0
-        self._iterator: Any = None
-        self._peeked: list[Any] = []
-
-    def __iter__(self) -> _Batches:
-        return self
-
-    def __next__(self) -> Any:
-        if self._peeked:
-            return self._peeked.pop()
-        if self._iterator is not None:
-            try:
-                return next(self._iterator)
-            except StopIteration:
-                self._iterator = None
-                self.epoch += 1
-        if hasattr(self.dataloader, "set_epoch"):
-            self.dataloader.set_epoch(self.epoch)
-        self._iterator = iter(self.dataloader)
-        try:
-            return next(self._iterator)
-        except StopIteration:
-            self._iterator = None
-            raise ValueError(
-                "The Trainer's train dataloader yielded no batches; give the train_dataset at least one batch of examples (check dataloader_drop_last)."
-            ) from None
-
-    def peek(self) -> Any:
-        """The next batch, left in place."""
-        if not self._peeked:
-            self._peeked.append(next(self))
-        return self._peeked[0]
-
-    def close(self) -> None:
-        if self._iterator is None:
-            return
-        close = getattr(self._iterator, "close", None)
-        if callable(close):
-            close()
-        self._iterator = None
-        end = getattr(self.dataloader, "end", None)
-        if callable(end) and hasattr(self.dataloader, "gradient_state"):
-            end()
-
-
-def _check_loss_inputs(trainer: Trainer, batch: Any) -> None:
-    """Refuse, before the sweep, batches that give the Trainer's default loss nothing to work with (no labels)."""
-    from transformers import Trainer
-
-    if trainer.compute_loss_func is not None or type(trainer).compute_loss is not Trainer.compute_loss:
-        return  # a custom loss knows its inputs
-    names = list(getattr(trainer, "label_names", None) or [])
-    if not isinstance(batch, Mapping) or not names or any(name in batch for name in names):
-        return
-    if getattr(trainer, "can_return_loss", False) and batch.get("return_loss"):
-        return
-    model = type(trainer.accelerator.unwrap_model(trainer.model)).__name__
-    raise ValueError(
-        f"The training batches have no {' or '.join(repr(n) for n in names)} entry (their keys: {sorted(batch)}), so {model} computes no loss and there is nothing to sweep; give the train_dataset a labels column (the default collators rename 'label' to 'labels'), or set label_names in TrainingArguments."
-    )
-
-
-def _clip_grad_norm(trainer: Trainer, model: torch.nn.Module) -> None:
-    """
-    The Trainer's gradient clipping: its `_clip_grad_norm` (transformers 5.3 on); before 5.3 the loop clipped inline
-    with `accelerator.clip_grad_norm_`, done here the same way (its SageMaker, apex and tensor-parallel branches are
-    not reproduced).
-    """
-    clip = getattr(trainer, "_clip_grad_norm", None)
-    if clip is not None:
-        clip(model)
-    else:
-        trainer.accelerator.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
-
-
-def _step_fn(trainer: Trainer, model: torch.nn.Module, batches: _Batches, optimizer: Any):
-    """One optimizer step of the Trainer's loop: micro-batches, training_step, clipping, optimizer step."""
-    from accelerate.utils import DistributedType
-
-    args, accelerator = trainer.args, trainer.accelerator
-    # The Trainer syncs gradients on every micro-batch under DeepSpeed or with sync_each_batch.
-    sync_each_batch = (
-        accelerator.gradient_state.plugin_kwargs.get("sync_each_batch", False)
-        or accelerator.distributed_type == DistributedType.DEEPSPEED
-    )
-
-    def step() -> StepOutput:
-        micro, num_items = trainer.get_batch_samples(batches, args.gradient_accumulation_steps, args.device)
-        trainer.current_gradient_accumulation_steps = len(micro)
-        total = None
-        for i, inputs in enumerate(micro):
-            last = i == len(micro) - 1
-            accelerator.gradient_state._set_sync_gradients(last)
-            sync = contextlib.nullcontext() if last or sync_each_batch else accelerator.no_sync(model)
-            with sync:
-                loss = trainer.training_step(model, inputs, num_items)
-            total = loss if total is None else total + loss
-        if args.max_grad_norm is not None and args.max_grad_norm > 0:
-            _clip_grad_norm(trainer, model)
-        optimizer.step()
-        skipped = accelerator.scaler is not None and optimizer.step_was_skipped
-        model.zero_grad()
-        if accelerator.num_processes > 1:
-            total = accelerator.reduce(total, "mean")
-        return StepOutput(total, skipped=bool(skipped))
-
-    return step
-
-
-def _sweep(callback: LRFinderCallback, trainer: Trainer, model: torch.nn.Module, dataloader: Any, snapshot: Any):
-    """Run the configured strategy through the trainer; the caller owns `snapshot`."""
-    args, accelerator = trainer.args, trainer.accelerator
-    if args.fp16 and args.device.type == "cpu":
-        logger.warning(
-            "fp16 was asked for on a CPU, where accelerate runs fp32 without a gradient scaler; use bf16=True, or a GPU, to sweep in mixed precision."
-        )
-    optimizer, groups = trainer.optimizer, None
-    if callback.groups is not None:
-        from .groups import no_decay_names, regroup_optimizer
-
-        unwrapped = accelerator.unwrap_model(model)
-        optimizer, groups = regroup_optimizer(
-            unwrapped,
-            trainer.optimizer,
-            callback.groups,
-            ratios=callback.ratios,
-            layer_decay=callback.layer_decay,
-            loading_info=callback.loading_info,
-            weight_decay=args.weight_decay,
-            no_decay=no_decay_names(unwrapped, trainer),
-        )
-        optimizer = accelerator.prepare_optimizer(optimizer)
-    strategy = callback.strategy or default_strategy(callback.groups, callback.layer_decay, groups)
-    # Models that take **kwargs make the Trainer treat their loss as normalised over the accumulated batch and the
-    # processes (the logged loss is then summed over micro-batches and multiplied by the world size). Per-micro-batch
-    # means divided by the accumulation steps sum to the step's mean loss instead.
-    # A Trainer that says how its own loss is scaled (`loss_is_scaled_for_ga`) keeps its setting.
-    accepts = trainer.model_accepts_loss_kwargs
-    progress = trainer.is_world_process_zero() and not args.disable_tqdm
-    batches = _Batches(dataloader)
-    try:
-        _check_loss_inputs(trainer, batches.peek())
-        if trainer.compute_loss_func is None and getattr(trainer, "loss_is_scaled_for_ga", None) is None:
-            trainer.model_accepts_loss_kwargs = False
-        kwargs = {"snapshot": snapshot, "progress": progress, "metadata": {"entry_point": "trainer"}}
-        kwargs["log_warnings"] = trainer.is_world_process_zero()
-        if strategy == "sequential":
-            kwargs.update(method=callback.method, keep_head=False)
-        return run_strategy(
-            strategy,
-            _step_fn(trainer, model, batches, optimizer),
-            model,
-            optimizer,
-            callback.config,
-            groups=groups,
-            **kwargs,
-        )
-    finally:
-        batches.close()
-        trainer.model_accepts_loss_kwargs = accepts
-        if optimizer is not trainer.optimizer and optimizer in accelerator._optimizers:
-            accelerator._optimizers.remove(optimizer)
 
 
 class _TrainerEvents:
@@ -359,7 +118,7 @@ class LRFinderCallback(_TrainerEvents):
         if config is not None and config_kwargs:
             raise TypeError(f"Pass either config= or the options {sorted(config_kwargs)}, not both.")
         self.config = config if config is not None else LRFinderConfig(**config_kwargs)
-        from .suggest import resolve_suggesters
+        from ..core.suggest import resolve_suggesters
 
         rules = resolve_suggesters(self.config.suggest)
         if method is None:
@@ -374,16 +133,16 @@ class LRFinderCallback(_TrainerEvents):
         self._pending: dict[str, Any] | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        trainer, frame = _calling_trainer()
+        trainer, frame = calling_trainer()
         if self.result is not None:  # swept already: this train() trains
-            _unshadow_epochs(trainer)
+            unshadow_epochs(trainer)
             return
         model, dataloader = frame["model"], kwargs.get("train_dataloader") or frame["train_dataloader"]
         scaler = trainer.accelerator.scaler
         snapshot = make_snapshot(model, trainer.optimizer, self.config, scheduler=trainer.lr_scheduler, scaler=scaler)
-        accounting = _Accounting(trainer)
+        accounting = Accounting(trainer)
         try:
-            self.result = _sweep(self, trainer, model, dataloader, _Keep(snapshot))
+            self.result = sweep(self, trainer, model, dataloader, _Keep(snapshot))
         except BaseException:
             snapshot.restore()  # also what a refusal before the sweep (no labels) drew from the RNGs and data
             snapshot.close()
@@ -400,13 +159,13 @@ class LRFinderCallback(_TrainerEvents):
             "snapshot": snapshot,
             "eval_on_start": args.eval_on_start,
             "stepped": False,
-            "accounting": _Accounting(trainer),
+            "accounting": Accounting(trainer),
         }
         args.eval_on_start = False
         control.should_training_stop = True
         # The loop runs one micro-batch of its first epoch before it looks at should_training_stop: skip the epoch.
         if callable(getattr(trainer, "_run_epoch", None)):
-            trainer._run_epoch = _SkipEpoch(trainer)
+            trainer._run_epoch = SkipEpoch(trainer)
 
     def _silence(self, control, stepped: bool = True):
         if self._pending is not None:
@@ -436,7 +195,7 @@ class LRFinderCallback(_TrainerEvents):
             return
         trainer, snapshot = pending["trainer"], pending["snapshot"]
         try:
-            _unshadow_epochs(trainer)
+            unshadow_epochs(trainer)
             trainer.args.eval_on_start = pending["eval_on_start"]
             if pending["stepped"]:  # a loop without _run_epoch (transformers < 5.3) ran a batch: undo it
                 snapshot.restore()
@@ -478,74 +237,6 @@ def _console_summary(result: LRFinderResult, method: str) -> str:
     return "\n".join(lines)
 
 
-class _SkipEpoch:
-    """Stands in for `Trainer._run_epoch` after a stop-mode sweep, so that no batch runs; removes itself."""
-
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        _unshadow_epochs(self.trainer)
-
-
-def _unshadow_epochs(trainer: Trainer) -> None:
-    if isinstance(trainer.__dict__.get("_run_epoch"), _SkipEpoch):
-        del trainer.__dict__["_run_epoch"]
-
-
-# What `trainer.train()` changes on the accelerator: free_memory() and prepare().
-_ACCELERATOR_ATTRS = ("_models", "_optimizers", "_schedulers", "_dataloaders", "_custom_objects", "step")
-
-
-class _AsBefore:
-    """What `trainer.train()` changes on the trainer and around it, taken on creation and put back by `restore()`."""
-
-    def __init__(self, trainer: Trainer) -> None:
-        acc = trainer.accelerator
-        self.trainer = trainer
-        self.attrs = dict(trainer.__dict__)
-        self.control = dict(vars(trainer.control))
-        self.handler = dict(vars(trainer.callback_handler))
-        self.args = {name: getattr(trainer.args, name) for name in ("eval_on_start", "max_steps")}
-        # The lists as they are (transformers < 5 appends to them in place), and the objects themselves.
-        self.accelerator = {name: getattr(acc, name) for name in _ACCELERATOR_ATTRS if hasattr(acc, name)}
-        self.lists = {name: list(v) for name, v in self.accelerator.items() if isinstance(v, list)}
-        self.sync_gradients = acc.gradient_state.sync_gradients
-        self.references = list(acc.gradient_state.dataloader_references)
-        self.model_attrs = dict(trainer.model.__dict__)
-        self.training = {module: module.training for module in trainer.model.modules()}
-        optimizer = trainer.optimizer
-        self.groups = None
-        if optimizer is not None:
-            self.groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-        self.rng = rng_state()
-
-    def restore(self) -> None:
-        trainer, acc = self.trainer, self.trainer.accelerator
-        trainer.__dict__.clear()
-        trainer.__dict__.update(self.attrs)
-        vars(trainer.control).update(self.control)
-        vars(trainer.callback_handler).update(self.handler)
-        for name, value in self.args.items():
-            setattr(trainer.args, name, value)
-        for name, value in self.accelerator.items():
-            if name in self.lists:
-                value[:] = self.lists[name]
-            setattr(acc, name, value)
-        acc.gradient_state._set_sync_gradients(self.sync_gradients)
-        acc.gradient_state.dataloader_references[:] = self.references  # a loop stopped mid-epoch leaves its loader
-        # accelerate's prepare() marks the model and, under mixed precision, wraps its forward in autocast.
-        _restore_attrs(trainer.model, self.model_attrs, _MODEL_ATTRS)
-        for module, training in self.training.items():
-            module.training = training
-        if self.groups is not None:  # the scheduler adds initial_lr; the sweep's restore put back its own lrs
-            for group, saved in zip(trainer.optimizer.param_groups, self.groups):
-                for key in [k for k in group if k != "params" and k not in saved]:
-                    del group[key]
-                group.update(saved)
-        set_rng_state(self.rng)
-
-
 def find_lr(trainer: Trainer, *, config: LRFinderConfig | None = None, **kwargs: Any) -> LRFinderResult:
     """
     Run a learning-rate range test through `trainer` and return its result; the trainer can then be trained as usual.
@@ -582,7 +273,7 @@ def find_lr(trainer: Trainer, *, config: LRFinderConfig | None = None, **kwargs:
             "find_lr cannot run while the trainer is training; add LRFinderCallback(then='train') to its callbacks instead."
         )
     callback = LRFinderCallback(then="stop", config=config, **kwargs)
-    before = _AsBefore(trainer)
+    before = AsBefore(trainer)
     trainer.callback_handler.callbacks = [callback]
     trainer.args.eval_on_start = False
     try:
@@ -661,7 +352,7 @@ def apply_result(result: LRFinderResult, trainer: Trainer, method: str | None = 
         return
     from transformers import Trainer
 
-    from .groups import no_decay_names
+    from ..groups.build import no_decay_names
 
     model = trainer.accelerator.unwrap_model(trainer.model)
     param_groups = result.param_groups(
@@ -679,3 +370,6 @@ def apply_result(result: LRFinderResult, trainer: Trainer, method: str | None = 
         trainer.callback_handler.optimizer, trainer.callback_handler.lr_scheduler = optimizer, trainer.lr_scheduler
     else:
         trainer.optimizer, trainer.lr_scheduler = optimizer, None
+
+
+provide("apply", apply_result)
