@@ -2,7 +2,8 @@
 
 - [`calling_trainer`] walks the call stack to `Trainer._inner_training_loop`: callbacks are given the model, the
   optimizer and the dataloader but never the trainer, whose `training_step`, `get_batch_samples` and accelerator the
-  sweep runs through.
+  sweep runs through, nor the wrapped model (DDP, FSDP) the loop trains, which the callback reads from the loop's
+  locals. `find_lr` runs through the same callback, so there is one path to keep working.
 - [`SkipEpoch`] stands in for `Trainer._run_epoch` (transformers 5.3 on) after a stop-mode sweep: the loop runs one
   micro-batch before it reads `should_training_stop`. Before 5.3 there is no `_run_epoch` and that batch is undone.
 - [`clip_grad_norm`] calls `Trainer._clip_grad_norm` (5.3 on), or clips as the older loop did inline.
