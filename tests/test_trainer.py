@@ -1,5 +1,6 @@
 """The Trainer adapter: find_lr and LRFinderCallback run through the Trainer's own training step."""
 
+import logging
 import os
 
 import pytest
@@ -45,12 +46,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-# Before transformers 5.3 (no Trainer._run_epoch) the loop runs one batch of its first epoch before it reads
-# should_training_stop; find_lr and stop mode undo it (test_callback_stop_restores_a_batch_run_by_another_loop).
-EXTRA_BATCH = 0 if hasattr(Trainer, "_run_epoch") else 1
-RUNS_A_BATCH = "transformers < 5.3 runs one batch after the sweep (undone), so no-batch guarantees start at 5.3"
 
 
 def bert(seed=0, dropout=0.1):
@@ -128,8 +123,7 @@ def test_applied_lrs_follow_the_sweep_in_every_group(tmp_path):
     opt, seen = two_group_optimizer(model)
     trainer = make_trainer(tmp_path, model, optimizers=(opt, None))
     result = find_lr(trainer, num_steps=12, num_sweeps=1, end_lr=1.0, save_to=None)
-    assert len(seen) == 12 + EXTRA_BATCH  # the sweep's steps only: no batch runs after it
-    seen = seen[:12]
+    assert len(seen) == 12  # the sweep's steps only: no batch runs after it
     assert [s[0] for s in seen] == result.lrs["group_0"]
     assert [s[1] for s in seen] == result.lrs["group_1"] == pytest.approx([10 * lr for lr in result.lrs["group_0"]])
     assert result.lrs["group_0"][:2] == [1e-7, 1e-7 * (1e7) ** (1 / 12)]
@@ -310,24 +304,50 @@ def test_find_lr_runs_no_other_callback_and_leaves_no_trace(tmp_path):
     assert torch.equal(torch.get_rng_state(), rng)
 
 
-@pytest.mark.skipif(EXTRA_BATCH, reason=RUNS_A_BATCH)
 def test_callback_stop_runs_no_batch_after_the_sweep(tmp_path):
     recorder = Recorder()
     finder = LRFinderCallback(num_steps=8, save_to=None)
     trainer = make_trainer(tmp_path, cls=CountingSteps, callbacks=[finder, recorder])
     CountingSteps.calls = 0
-    out = trainer.train()
+    trainer_log = logging.getLogger("transformers.trainer")
+    filters, seen = list(trainer_log.filters), []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    trainer_log.addHandler(handler)
+    try:
+        out = trainer.train()
+    finally:
+        trainer_log.removeHandler(handler)
     assert CountingSteps.calls == 3 * 8 and out.global_step == 0  # three sweeps of 8 steps, then nothing
+    assert out.training_loss == 0.0
     names = {e if isinstance(e, str) else e[0] for e in recorder.events}
     assert not {"on_step_begin", "on_step_end", "on_substep_end", "on_save", "on_evaluate"} & names
-    assert "_run_epoch" not in trainer.__dict__
+    assert "get_batch_samples" not in trainer.__dict__ and trainer_log.filters == filters
+    # The loop's warning about an epoch without samples is about the epoch stop mode emptied: not shown.
+    assert not [r for r in seen if "single sample" in r.getMessage()]
     CountingSteps.calls = 0
     trainer.train()  # swept once: this one trains
     assert CountingSteps.calls == trainer.args.max_steps
 
 
+class CountingClips(Trainer):
+    calls = 0
+
+    def _clip_grad_norm(self, model):
+        CountingClips.calls += 1
+        return self.accelerator.clip_grad_norm_(model.parameters(), self.args.max_grad_norm)
+
+
+def test_the_sweep_clips_through_the_trainers_own_clipping(tmp_path):
+    # A subclass's (or transformers 5.3+'s) _clip_grad_norm is what the sweep calls, once per optimizer step.
+    trainer = make_trainer(tmp_path, cls=CountingClips, max_grad_norm=0.5)
+    CountingClips.calls = 0
+    result = find_lr(trainer, num_steps=6, num_sweeps=1, save_to=None)
+    assert CountingClips.calls == result.metadata["cost_steps"] == 6
+
+
 def test_callback_stop_restores_a_batch_run_by_another_loop(tmp_path):
-    # A Trainer whose loop does not go through _run_epoch runs a batch before it stops: it is undone at the end.
+    # A Trainer whose loop fetches batches by another path runs a batch before it stops: it is undone at the end.
     class OwnLoop:
         def __init__(self):
             self.trainer = None
@@ -336,7 +356,7 @@ def test_callback_stop_restores_a_batch_run_by_another_loop(tmp_path):
             return lambda *args, **kwargs: None
 
         def on_epoch_begin(self, args, state, control, **kwargs):
-            self.trainer.__dict__.pop("_run_epoch", None)
+            self.trainer.__dict__.pop("get_batch_samples", None)
 
     alone = make_trainer(tmp_path / "a")
     alone_losses = train_losses(alone)

@@ -17,7 +17,7 @@ from ..core.config import LRFinderConfig
 from ..core.engine import base_lr, make_snapshot, param_group_names
 from ..core.result import LRFinderResult, provide
 from ..core.state import StateSnapshot, set_rng_state
-from .trainer_internals import Accounting, AsBefore, SkipEpoch, calling_trainer, unshadow_epochs
+from .trainer_internals import Accounting, AsBefore, calling_trainer, let_batches_run, stop_before_a_batch
 from .trainer_sweep import sweep
 
 if TYPE_CHECKING:
@@ -60,11 +60,12 @@ class LRFinderCallback(_TrainerEvents):
     The sweep restores the model, optimizer, scheduler, gradient scaler and RNG states bit for bit. Then:
 
     - `then="stop"` (default): `train()` ends without training. The Trainer's loop looks at `should_training_stop`
-      only after a micro-batch, so for that `train()` call an instance attribute shadows `trainer._run_epoch` with a
-      no-op (removed at the first epoch or at `on_train_end`) and `eval_on_start` is off: no batch runs, nothing is
-      logged, evaluated or saved but the Trainer's end-of-training metrics (`train_loss` 0.0 over 0 steps). Should a
-      Trainer subclass run batches by another path, their logging, saving and evaluation are switched off and the
-      snapshot, `state.global_step` included, is restored again in `on_train_end`.
+      only after a micro-batch, so for that `train()` call an instance attribute stands in for
+      `trainer.get_batch_samples` and gives the loop no batch (it removes itself; transformers' warning about the
+      empty epoch is dropped meanwhile), and `eval_on_start` is off: no batch runs, nothing is logged, evaluated or
+      saved but the Trainer's end-of-training metrics (`train_loss` 0.0 over 0 steps). Should a Trainer subclass
+      fetch batches by another path, their logging, saving and evaluation are switched off, and the snapshot and the
+      trainer's counters and `state` are restored again in `on_train_end`.
     - `then="train"`: training runs the full configured schedule from the original weights and optimizer state, with
       the suggestion (`method`) as the peak learning rate of the schedule (per group with `groups`).
 
@@ -135,7 +136,7 @@ class LRFinderCallback(_TrainerEvents):
     def on_train_begin(self, args, state, control, **kwargs):
         trainer, frame = calling_trainer()
         if self.result is not None:  # swept already: this train() trains
-            unshadow_epochs(trainer)
+            let_batches_run(trainer)
             return
         model, dataloader = frame["model"], kwargs.get("train_dataloader") or frame["train_dataloader"]
         scaler = trainer.accelerator.scaler
@@ -163,9 +164,7 @@ class LRFinderCallback(_TrainerEvents):
         }
         args.eval_on_start = False
         control.should_training_stop = True
-        # The loop runs one micro-batch of its first epoch before it looks at should_training_stop: skip the epoch.
-        if callable(getattr(trainer, "_run_epoch", None)):
-            trainer._run_epoch = SkipEpoch(trainer)
+        stop_before_a_batch(trainer)
 
     def _silence(self, control, stepped: bool = True):
         if self._pending is not None:
@@ -195,9 +194,9 @@ class LRFinderCallback(_TrainerEvents):
             return
         trainer, snapshot = pending["trainer"], pending["snapshot"]
         try:
-            unshadow_epochs(trainer)
+            let_batches_run(trainer)
             trainer.args.eval_on_start = pending["eval_on_start"]
-            if pending["stepped"]:  # a loop without _run_epoch (transformers < 5.3) ran a batch: undo it
+            if pending["stepped"]:  # a loop that does not fetch through get_batch_samples ran a batch: undo it
                 snapshot.restore()
                 pending["accounting"].restore()
             else:

@@ -4,8 +4,9 @@
   optimizer and the dataloader but never the trainer, whose `training_step`, `get_batch_samples` and accelerator the
   sweep runs through, nor the wrapped model (DDP, FSDP) the loop trains, which the callback reads from the loop's
   locals. `find_lr` runs through the same callback, so there is one path to keep working.
-- [`SkipEpoch`] stands in for `Trainer._run_epoch` (transformers 5.3 on) after a stop-mode sweep: the loop runs one
-  micro-batch before it reads `should_training_stop`. Before 5.3 there is no `_run_epoch` and that batch is undone.
+- [`stop_before_a_batch`] hands the loop an empty list from `trainer.get_batch_samples` once, after a stop-mode
+  sweep: the loop reads `should_training_stop` only after a micro-batch, and no callback event comes before the first
+  one. transformers then warns that the epoch had no sample; that one warning is dropped while the stand-in is set.
 - [`clip_grad_norm`] calls `Trainer._clip_grad_norm` (5.3 on), or clips as the older loop did inline.
 - [`Accounting`] and [`AsBefore`] put back what a sweep, or `train()` itself, leaves on the trainer: its plain-data
   counters and `state`, and (for `find_lr`) the trainer's and the accelerator's attributes as a whole.
@@ -14,6 +15,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -87,26 +89,50 @@ def clip_grad_norm(trainer: Trainer, model: torch.nn.Module) -> None:
     with `accelerator.clip_grad_norm_`, done here the same way (its SageMaker, apex and tensor-parallel branches are
     not reproduced).
     """
-    clip = getattr(trainer, "clip_grad_norm", None)
+    clip = getattr(trainer, "_clip_grad_norm", None)
     if clip is not None:
         clip(model)
     else:
         trainer.accelerator.clip_grad_norm_(model.parameters(), trainer.args.max_grad_norm)
 
 
-class SkipEpoch:
-    """Stands in for `Trainer._run_epoch` after a stop-mode sweep, so that no batch runs; removes itself."""
+# transformers' warning when an epoch gave the loop no batch: after a stop-mode sweep that empty epoch is ours.
+_EMPTY_EPOCH = "There seems not to be a single sample in your epoch_iterator"
+
+
+class _QuietEmptyEpoch(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(_EMPTY_EPOCH)
+
+
+_QUIET_EMPTY_EPOCH = _QuietEmptyEpoch()
+
+
+class _NoBatches:
+    """Stands in for `trainer.get_batch_samples` once: no batch for the loop; removes itself."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
 
-    def __call__(self, *args: Any, **kwargs: Any) -> None:
-        unshadow_epochs(self.trainer)
+    def __call__(self, *args: Any, **kwargs: Any) -> tuple[list[Any], None]:
+        self.trainer.__dict__.pop("get_batch_samples", None)
+        return [], None
 
 
-def unshadow_epochs(trainer: Trainer) -> None:
-    if isinstance(trainer.__dict__.get("_run_epoch"), SkipEpoch):
-        del trainer.__dict__["_run_epoch"]
+def stop_before_a_batch(trainer: Trainer) -> None:
+    """
+    Make the coming epoch of `trainer.train()` run no batch: its first `get_batch_samples` call returns none (the loop
+    looks at `should_training_stop` only after a micro-batch). Undone by [`let_batches_run`].
+    """
+    trainer.get_batch_samples = _NoBatches(trainer)
+    logging.getLogger("transformers.trainer").addFilter(_QUIET_EMPTY_EPOCH)
+
+
+def let_batches_run(trainer: Trainer) -> None:
+    """Undo [`stop_before_a_batch`] (safe to call when it was not done)."""
+    if isinstance(trainer.__dict__.get("get_batch_samples"), _NoBatches):
+        del trainer.__dict__["get_batch_samples"]
+    logging.getLogger("transformers.trainer").removeFilter(_QUIET_EMPTY_EPOCH)
 
 
 # What `trainer.train()` changes on the accelerator: free_memory() and prepare().

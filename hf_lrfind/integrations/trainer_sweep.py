@@ -1,4 +1,4 @@
-"""A sweep through the Trainer's own pieces, one optimizer step at a time, as `Trainer._run_epoch` does:
+"""A sweep through the Trainer's own pieces, one optimizer step at a time, as the Trainer's loop does:
 `get_batch_samples` (gradient accumulation), `training_step` (its `compute_loss`, mixed precision, backward through
 the accelerator), `no_sync` on all micro-batches but the last, gradient clipping and the optimizer step.
 
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 class _Batches:
     """
     The Trainer's train dataloader as one endless iterator, epoch after epoch (`set_epoch` before each, as
-    `Trainer._run_epoch` does). [`close`] ends an unfinished pass, so that accelerate's dataloader does not stay
+    the Trainer's loop does). [`close`] ends an unfinished pass, so that accelerate's dataloader does not stay
     registered as running in the accelerator's gradient state.
     """
 
