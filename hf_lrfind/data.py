@@ -8,6 +8,7 @@ gets a `ValueError` that says how to set it.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,9 @@ from torch.utils.data import DataLoader
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedTokenizerBase
+
+# What transformers' losses ignore in `labels`.
+IGNORE_INDEX = -100
 
 SAMPLE_EOS = "<|endoftext|>"
 SAMPLE_MASK = "<mask>"
@@ -205,11 +209,12 @@ def masked_lm_batches(
     than special tokens; of those 80% become the mask token, 10% a random token, 10% stay). `labels` are -100 except
     at the masked positions. The masking draws from its own generator seeded with `seed` (the collator's seed handling
     differs across transformers versions; before 5.19 it ignored `seed=0`), so the batches are the same from run to
-    run and, at a given seed, the same as the collator's from transformers 5.19 on.
+    run and, at a given seed, the same as the collator's from transformers 5.19 on (in DataLoader worker processes,
+    as there, worker `i` draws from `seed + i`).
 
     Args:
         texts (`Sequence[str]` or `datasets.Dataset`): the text, or a dataset with a `text_column`.
-        tokenizer (`PreTrainedTokenizerBase`): the model's tokenizer; needs a mask token and a pad token.
+        tokenizer (`PreTrainedTokenizerBase`): the model's tokenizer; needs a mask token.
         block_size (`int`, *optional*, defaults to 128): tokens per example.
         batch_size (`int`, *optional*, defaults to 8): examples per batch.
         mlm_probability (`float`, *optional*, defaults to 0.15): share of the tokens that are masked.
@@ -218,16 +223,16 @@ def masked_lm_batches(
         seed (`int`, *optional*, defaults to 0): the seed of the shuffling and of the masking.
 
     Returns:
-        `torch.utils.data.DataLoader` of `{"input_ids", "attention_mask", "labels"}` batches.
+        `torch.utils.data.DataLoader` of `{"input_ids", "attention_mask", "labels"}` batches (and `token_type_ids`
+        where the tokenizer makes them).
 
     Raises:
-        ValueError: a tokenizer without a mask or pad token, a missing text column, or less text than one block.
+        ValueError: a tokenizer without a mask token, a missing text column, or less text than one block.
     """
     if tokenizer.mask_token is None:
         raise ValueError(
             "The tokenizer has no mask token, which masked-LM batches need; use the tokenizer of a masked LM (BERT-style), or a causal-LM task for this model."
         )
-    _check_pad_token(tokenizer, "masked-LM")
     if not 0 < mlm_probability < 1:
         raise ValueError(f"mlm_probability ({mlm_probability}) must be between 0 and 1; 0.15 is usual.")
     _check_block_size(block_size)
@@ -238,28 +243,40 @@ def masked_lm_batches(
 
 class _MaskTokens:
     """
-    Collate equal-length blocks into a masked-LM batch, drawing from one generator seeded once: the draws, and their
-    order, of `DataCollatorForLanguageModeling.torch_mask_tokens` (80% mask token, 10% random token, 10% kept).
+    Collate equal-length blocks into a masked-LM batch with the draws, in their order, of
+    `DataCollatorForLanguageModeling.torch_mask_tokens` (80% mask token, 10% random token, 10% kept), from a generator
+    seeded with `seed` (`seed + i` in DataLoader worker `i`).
     """
 
     def __init__(self, tokenizer: Any, mlm_probability: float, seed: int) -> None:
         self.mask_token_id = tokenizer.mask_token_id
         self.vocab_size = len(tokenizer)
-        self.mlm_probability = mlm_probability
-        self.generator = torch.Generator().manual_seed(seed)
+        self.mlm_probability, self.seed = mlm_probability, seed
+        self.generator, self._pid = torch.Generator().manual_seed(seed), os.getpid()
+
+    def _draws(self) -> torch.Generator:
+        if os.getpid() != self._pid:  # a DataLoader worker: its own stream, as the collator does
+            info = torch.utils.data.get_worker_info()
+            self.generator = torch.Generator().manual_seed(self.seed + (info.id if info is not None else 0))
+            self._pid = os.getpid()
+        return self.generator
 
     def __call__(self, examples: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         inputs = torch.tensor([e["input_ids"] for e in examples])
         special = torch.tensor([e["special_tokens_mask"] for e in examples], dtype=torch.bool)
-        labels, shape, g = inputs.clone(), inputs.shape, self.generator
+        labels, shape, g = inputs.clone(), inputs.shape, self._draws()
         masked = torch.bernoulli(torch.full(shape, self.mlm_probability).masked_fill_(special, 0.0), generator=g).bool()
-        labels[~masked] = -100  # the ignore index of transformers' losses
+        labels[~masked] = IGNORE_INDEX
         replaced = torch.bernoulli(torch.full(shape, 0.8), generator=g).bool() & masked
         inputs[replaced] = self.mask_token_id
         randomized = torch.bernoulli(torch.full(shape, 0.5), generator=g).bool() & masked & ~replaced
         words = torch.randint(self.vocab_size, shape, dtype=torch.long, generator=g)
         inputs[randomized] = words[randomized]
-        return {"input_ids": inputs, "attention_mask": torch.ones_like(inputs), "labels": labels}
+        batch = {"input_ids": inputs, "attention_mask": torch.ones_like(inputs)}
+        if "token_type_ids" in examples[0]:
+            batch["token_type_ids"] = torch.tensor([e["token_type_ids"] for e in examples])
+        batch["labels"] = labels
+        return batch
 
 
 def _check_pad_token(tokenizer: Any, task: str) -> None:

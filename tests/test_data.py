@@ -1,5 +1,7 @@
 """Token batches: causal-LM packing, masked-LM masking, dynamic padding for classification, the sample tokenizer."""
 
+import copy
+
 import pytest
 import torch
 import transformers
@@ -97,13 +99,17 @@ def test_masked_lm_batches_mask_15_percent_reproducibly(texts, tokenizer):
     assert 0.75 < (ids[masked] == tokenizer.mask_token_id).float().mean() < 0.85  # 80% become the mask token
 
 
+@pytest.mark.parametrize("token_types", [False, True])
 @pytest.mark.parametrize("seed", [0, 3])
-def test_masked_lm_batches_are_the_seeded_collators_batches(texts, tokenizer, seed):
+def test_masked_lm_batches_are_the_seeded_collators_batches(texts, tokenizer, seed, token_types):
     from transformers import DataCollatorForLanguageModeling
 
     if seed == 0 and Version(transformers.__version__) < Version("5.19"):
         pytest.skip("before transformers 5.19 DataCollatorForLanguageModeling ignores seed=0: no seeded reference")
-
+    tokenizer = copy.deepcopy(tokenizer)
+    # A BERT-style tokenizer makes token_type_ids too; the batches carry them as the collator's do.
+    names = ["input_ids", "token_type_ids", "attention_mask"] if token_types else ["input_ids", "attention_mask"]
+    tokenizer.model_input_names = names
     ours = masked_lm_batches(texts, tokenizer, block_size=32, batch_size=4, seed=seed)
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=seed)
     generator = torch.Generator().manual_seed(seed)
@@ -113,18 +119,29 @@ def test_masked_lm_batches_are_the_seeded_collators_batches(texts, tokenizer, se
     pairs = list(zip(ours, reference, strict=True))
     assert len(pairs) > 10
     for a, b in pairs:
-        extra = b.keys() - a.keys()  # older collators add token_type_ids, all zeros: a BERT model's default
-        assert a.keys() <= b.keys() and all(k == "token_type_ids" and not b[k].any() for k in extra)
+        assert a.keys() == b.keys() == {*names, "labels"}
         assert all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
 
 
-def test_masked_lm_batches_need_mask_and_pad_tokens(texts, tokenizer, no_pad_tokenizer):
-    with pytest.raises(ValueError, match="no pad token.*tokenizer.pad_token = tokenizer.eos_token"):
-        masked_lm_batches(texts, no_pad_tokenizer)
+def test_masked_lm_batches_draw_one_stream_per_worker(texts, tokenizer):
+    loader = masked_lm_batches(texts, tokenizer, block_size=32, batch_size=4, shuffle=False)
+    workers = DataLoader(loader.dataset, batch_size=4, collate_fn=loader.collate_fn, num_workers=2)
+    first, second = (batch for batch, _ in zip(workers, range(2)))  # one batch from each worker
+    # The draws are made at every position (p = 0 at special tokens): compare where neither has a special token.
+    special = [torch.tensor(loader.dataset[i * 4 : i * 4 + 4]["special_tokens_mask"], dtype=torch.bool) for i in (0, 1)]
+    plain = ~(special[0] | special[1])
+    assert not torch.equal((first["labels"] != -100)[plain], (second["labels"] != -100)[plain])
+
+
+def test_masked_lm_batches_need_a_mask_token_not_a_pad_token(texts, tokenizer):
     tokenizer_without_mask = train_tokenizer(texts[:50], vocab_size=300)
     tokenizer_without_mask.mask_token = None
     with pytest.raises(ValueError, match="no mask token"):
         masked_lm_batches(texts, tokenizer_without_mask)
+    no_pad = copy.deepcopy(tokenizer)
+    no_pad.pad_token = None  # equal blocks need no padding
+    batch = next(iter(masked_lm_batches(texts, no_pad, block_size=32, batch_size=4)))
+    assert batch["input_ids"].shape == (4, 32)
 
 
 def test_seq_cls_batches_pad_each_batch_to_its_longest_text(texts, tokenizer):

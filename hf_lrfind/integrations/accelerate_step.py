@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..core.engine import StepOutput
+from ..data import IGNORE_INDEX
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
-
-IGNORE_INDEX = -100
 
 
 def cycle(dataloader: Iterable[Any]) -> Iterator[Any]:
