@@ -1,3 +1,3 @@
-"""The package version, in a module of its own so that the core can report it without importing the package."""
+"""The package version: read by setuptools (pyproject.toml) and reported by the engine, which imports no package root."""
 
 __version__ = "0.1.0"

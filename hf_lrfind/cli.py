@@ -169,8 +169,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .core.config import LRFinderConfig
     from .data import load_sample_text
-    from .integrations.accelerate_state import has_accelerator
-    from .integrations.runner import LRFinder
+    from .integrations.runner import LRFinder, has_accelerator
 
     suggest = tuple(s.strip() for s in args.suggest.split(",") if s.strip())
     config = LRFinderConfig(

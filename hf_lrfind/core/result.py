@@ -24,6 +24,12 @@ def provide(name: str, fn: Callable[..., Any]) -> None:
     _CONVENIENCES[name] = fn
 
 
+def _provided(name: str) -> Callable[..., Any]:
+    if name not in _CONVENIENCES:  # this module was loaded from its file, outside the package
+        raise RuntimeError(f"LRFinderResult.{name} needs the package's adapters: import hf_lrfind first.")
+    return _CONVENIENCES[name]
+
+
 def _nan_to_none(values: list[float]) -> list[float | None]:
     return [v if math.isfinite(v) else None for v in values]
 
@@ -108,11 +114,11 @@ class LRFinderResult:
         >>> optimizer = torch.optim.AdamW(result.param_groups(model, "trough", weight_decay=0.01))
         ```
         """
-        return _CONVENIENCES["param_groups"](self, model, method, weight_decay=weight_decay, **kwargs)
+        return _provided("param_groups")(self, model, method, weight_decay=weight_decay, **kwargs)
 
     def apply(self, trainer: Any, method: str | None = None) -> None:
         """Set the trainer's learning rate(s) to the suggestions; see [`hf_lrfind.apply_result`]."""
-        _CONVENIENCES["apply"](self, trainer, method)
+        _provided("apply")(self, trainer, method)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; non-finite losses become `None`."""

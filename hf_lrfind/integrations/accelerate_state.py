@@ -133,14 +133,6 @@ def restore_attrs(obj: Any, before: dict[str, Any], names: tuple[str, ...]) -> N
             obj.__dict__.pop(name, None)
 
 
-def has_accelerator() -> bool:
-    """Whether torch sees a GPU (or another accelerator). Without one, `Accelerator(cpu=True)` is what makes
-    `torchrun --nproc_per_node N` run as N cooperating processes; plain `Accelerator()` runs each on its own."""
-    if hasattr(torch, "accelerator"):  # torch >= 2.6
-        return torch.accelerator.is_available()
-    return torch.cuda.is_available() or torch.backends.mps.is_available()
-
-
 def is_accelerated(optimizer: Any) -> bool:
     from accelerate.optimizer import AcceleratedOptimizer
 

@@ -28,7 +28,6 @@ from .accelerate_state import (
     AccelerateStateSnapshot,
     GeneratorStates,
     OnceSnapshot,
-    has_accelerator,
     is_accelerated,
     remove_items,
     restore_attrs,
@@ -42,6 +41,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _RANGE_DEFAULTS = {"start_lr": 1e-7, "end_lr": 10.0, "num_steps": 100, "mode": "exp"}
+
+
+def has_accelerator() -> bool:
+    """Whether torch sees a GPU (or another accelerator). Without one, `Accelerator(cpu=True)` is what makes
+    `torchrun --nproc_per_node N` run as N cooperating processes; plain `Accelerator()` runs each on its own."""
+    if hasattr(torch, "accelerator"):  # torch >= 2.6
+        return torch.accelerator.is_available()
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
 
 
 class LRFinder:

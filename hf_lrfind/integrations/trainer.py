@@ -18,7 +18,7 @@ from ..core.engine import base_lr, make_snapshot, param_group_names
 from ..core.result import LRFinderResult, provide
 from ..core.state import StateSnapshot, set_rng_state
 from .trainer_internals import Accounting, AsBefore, calling_trainer, let_batches_run, stop_before_a_batch
-from .trainer_sweep import sweep
+from .trainer_sweep import run_trainer_sweep
 
 if TYPE_CHECKING:
     from transformers import Trainer
@@ -143,7 +143,7 @@ class LRFinderCallback(_TrainerEvents):
         snapshot = make_snapshot(model, trainer.optimizer, self.config, scheduler=trainer.lr_scheduler, scaler=scaler)
         accounting = Accounting(trainer)
         try:
-            self.result = sweep(self, trainer, model, dataloader, _Keep(snapshot))
+            self.result = run_trainer_sweep(self, trainer, model, dataloader, _Keep(snapshot))
         except BaseException:
             snapshot.restore()  # also what a refusal before the sweep (no labels) drew from the RNGs and data
             snapshot.close()
@@ -206,9 +206,7 @@ class LRFinderCallback(_TrainerEvents):
 
     def _report(self, trainer: Trainer) -> None:
         result = self.result
-        trainer.log(
-            {f"lr_find/{g}/{m}": v for g, s in result.suggestions.items() for m, v in s.items() if v is not None}
-        )
+        trainer.log(_tracker_logs(result))
         if not trainer.is_world_process_zero():
             return
         if not trainer.args.disable_tqdm:  # where the Trainer shows its own metrics: a line under the progress bar
@@ -221,6 +219,11 @@ class LRFinderCallback(_TrainerEvents):
         result.save(os.path.join(folder, "lr_find.json"))
         result.plot(os.path.join(folder, "lr_find.png"))
         logger.info(f"LR range test: suggestions {result.suggestions}; wrote {folder}/lr_find.json and lr_find.png")
+
+
+def _tracker_logs(result: LRFinderResult) -> dict[str, float]:
+    """The suggestions as tracker metrics: `lr_find/<group>/<method>`."""
+    return {f"lr_find/{g}/{m}": v for g, s in result.suggestions.items() for m, v in s.items() if v is not None}
 
 
 def _console_summary(result: LRFinderResult, method: str) -> str:
@@ -286,7 +289,7 @@ def find_lr(trainer: Trainer, *, config: LRFinderConfig | None = None, **kwargs:
     result = callback.result
     if result is None:
         raise RuntimeError("trainer.train() never called its callbacks' on_train_begin, so no sweep ran.")
-    logs = {f"lr_find/{g}/{m}": v for g, s in result.suggestions.items() for m, v in s.items() if v is not None}
+    logs = _tracker_logs(result)
     trainer.control = trainer.callback_handler.on_log(trainer.args, trainer.state, trainer.control, logs)
     return result
 

@@ -137,7 +137,7 @@ def _step_fn(trainer: Trainer, model: torch.nn.Module, batches: _Batches, optimi
     return step
 
 
-def sweep(
+def run_trainer_sweep(
     callback: LRFinderCallback, trainer: Trainer, model: torch.nn.Module, dataloader: Any, snapshot: Any
 ) -> LRFinderResult:
     """Run the configured strategy through the trainer; the caller owns `snapshot`."""
