@@ -142,10 +142,13 @@ def _summary(result: Any, output_dir: str) -> str:
             f"  body sweep: {len(result.losses[body])} of {meta['num_steps']} steps, {STOP_REASONS[result.stop_reason[body]]}",
         ]
     else:
-        sweeps = f"{meta['num_sweeps']} sweeps" if meta.get("num_sweeps", 1) > 1 else "1 sweep"
-        lines = [
-            f"LR range test: {sweeps} of {meta['num_steps']} steps, {', '.join(STOP_REASONS[s] for s in stops)}; {where}"
-        ]
+        steps = max(len(result.losses[g]) for g in result.groups)
+        reasons = ", ".join(STOP_REASONS[s] for s in stops)
+        if meta.get("num_sweeps", 1) > 1:
+            ran = f"{meta['num_sweeps']} sweeps of {meta['num_steps']} steps; their mean: {steps} steps, {reasons}"
+        else:
+            ran = f"1 sweep: {steps} of {meta['num_steps']} steps, {reasons}"
+        lines = [f"LR range test: {ran}; {where}"]
     methods = list(dict.fromkeys(m for g in result.groups for m in result.suggestions[g]))
     width = max(len("group"), *(len(g) for g in result.groups))
     lines.append("  ".join([f"{'group':<{width}}", *(f"{m:>9}" for m in methods)]))
@@ -155,7 +158,6 @@ def _summary(result: Any, output_dir: str) -> str:
             value = result.suggestions[group].get(m)
             cells.append(f"{value:>9.2e}" if value is not None else f"{'-':>9}")
         lines.append("  ".join([f"{group:<{width}}", *cells]))
-    lines += [f"Warning: {message}" for message in meta.get("warnings", [])]
     json_path, png_path = os.path.join(output_dir, "lr_find.json"), os.path.join(output_dir, "lr_find.png")
     lines.append(f"Wrote {json_path} and {png_path}")
     return "\n".join(lines)
@@ -194,6 +196,10 @@ def run(args: argparse.Namespace) -> int:
     task = resolve_task(args.task, model_config, dataset.column_names, args.label_column)
     labels, num_labels = None, None
     if task == "seq-cls":
+        if args.dataset is None:
+            raise BadInput(
+                "--task seq-cls needs labelled examples and the embedded sample text has none; pass --dataset with a text column and a label column."
+            )
         check_column(dataset, args.label_column, "--label-column")
         labels, num_labels = read_labels(dataset, args.label_column)
     texts = dataset[args.text_column]

@@ -73,11 +73,14 @@ def test_auto_bert_head_is_the_classifier_and_the_pooler_is_body():
     assert "bert.pooler.dense.weight" in groups["body"]
 
 
-def test_auto_gpt2_tied_lm_head_is_body_counted_once_and_there_is_no_head():
+def test_auto_gpt2_tied_lm_head_is_body_counted_once_and_there_is_no_head(caplog):
     model = tiny_gpt2(tie=True)
     assert model.lm_head.weight is model.transformer.wte.weight
-    groups = detect_groups(model)
+    with caplog.at_level(logging.WARNING, logger="hf_lrfind"):
+        groups = detect_groups(model)
     assert list(groups) == ["body"]
+    # One group is not what groups="auto" promises: a warning says why, where a user sees it.
+    assert "No new head found" in caplog.text and "['body']" in caplog.text
     assert "transformer.wte.weight" in groups["body"] and "lm_head.weight" not in groups["body"]
     assert len(groups["body"]) == len(set(groups["body"])) == len(list(model.parameters()))
 

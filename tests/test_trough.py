@@ -112,7 +112,7 @@ def test_warning_when_the_loss_never_drops():
     rng = np.random.default_rng(2)
     lrs, raw = prepare_curve(lrs_of(100), 0.69 + rng.normal(scale=0.01, size=100))
     (message,) = curve_warnings(lrs, raw, group="head")
-    assert "group 'head' never clearly dropped" in message and "Raise end_lr" in message
+    assert "group 'head' never clearly dropped" in message and "Raise end_lr or num_steps" in message
     (message,) = curve_warnings(lrs, raw, stop_reason="diverged")
     assert (
         "never clearly dropped" in message
@@ -124,7 +124,7 @@ def test_warning_when_the_loss_never_drops():
 def test_warning_when_the_loss_is_still_falling_at_the_end():
     lrs, raw = prepare_curve(lrs_of(100), np.linspace(3.0, 1.0, 100))
     (message,) = curve_warnings(lrs, raw, stop_reason="num_steps")
-    assert "still falling" in message and "Raise end_lr" in message
+    assert "still falling" in message and "Raise end_lr or num_steps, or lower skip_end" in message
 
 
 def test_warning_when_too_few_points_remain():

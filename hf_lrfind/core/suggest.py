@@ -290,7 +290,8 @@ def curve_warnings(
     - no clear drop: the centred mean of the raw loss (7 points) never falls below its starting level by more than
       twice the scatter of the raw loss around it (up to its lowest point; median absolute deviation) and 1% of that
       level (too low an `end_lr`, too few steps, or a model that does not learn from these batches);
-    - still falling at the end: the lowest point lies in the last 5% of a sweep that ran all its steps (raise `end_lr`).
+    - still falling at the end: the lowest point lies in the last 5% of a sweep that ran all its steps (raise `end_lr`
+      or `num_steps`).
 
     Args:
         lrs (`Sequence[float]`): Learning rates of the prepared curve.
@@ -316,7 +317,7 @@ def curve_warnings(
     start, scatter = smooth[0], 1.4826 * float(np.median(np.abs(losses64[:upto] - smooth[:upto])))
     if start - smooth[low] <= max(2 * scatter, 0.01 * abs(start)):
         if stop_reason == "num_steps":
-            advice = f"Raise end_lr ({lrs64[-1]:.3g} reached) or num_steps, or check that the model learns from these batches."
+            advice = f"Raise end_lr or num_steps (the curve ends at lr {lrs64[-1]:.3g}: its last skip_end points are left out), or check that the model learns from these batches."
         else:
             why = STOP_REASONS.get(stop_reason, f"stopped ({stop_reason})")
             advice = f"The sweep {why} first: check that the model learns from these batches (labels, trainable parameters), or lower start_lr."
@@ -325,7 +326,7 @@ def curve_warnings(
         ]
     if stop_reason == "num_steps" and low >= n - max(1, n // 20):
         return [
-            f"The loss{where} was still falling when the sweep ended (lowest at lr {lrs64[low]:.3g}, the end of the curve): the suggestions may be too low. Raise end_lr."
+            f"The loss{where} was still falling at the end of the curve (lowest at lr {lrs64[low]:.3g}; its last skip_end points are left out): the suggestions may be too low. Raise end_lr or num_steps, or lower skip_end."
         ]
     return []
 

@@ -147,11 +147,14 @@ def _auto_groups(
         logger.warning(
             f"loading_info reports {len(new_keys)} newly initialised keys (e.g. {sorted(new_keys)[:3]}) but none is a trainable parameter of this model; pass the loading info of this very model."
         )
+    found = {k: v for k, v in groups.items() if v}
     if not groups["head"]:
-        logger.info(
-            "No new head found (e.g. a language-model head tied to the input embeddings is pretrained): every trainable parameter outside a PEFT adapter is in 'body'."
+        # One group is not what groups="auto" promises: say so where it is seen (two groups are the usual LoRA case).
+        log = logger.warning if len(found) == 1 else logger.info
+        log(
+            f"No new head found (e.g. a language-model head tied to the input embeddings is pretrained, or a model trained from scratch): every trainable parameter outside a PEFT adapter is in 'body', so the groups are {list(found)}."
         )
-    return {k: v for k, v in groups.items() if v}
+    return found
 
 
 def _layer_groups(

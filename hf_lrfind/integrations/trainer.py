@@ -227,7 +227,7 @@ def _tracker_logs(result: LRFinderResult) -> dict[str, float]:
 
 
 def _console_summary(result: LRFinderResult, method: str) -> str:
-    """One line per group: the suggestion used, the other rules, the cost, and any warning."""
+    """One line per group: the suggestion used, the other rules, and the cost (the warnings are logged)."""
     lines = []
     for group in result.groups:
         values = result.suggestions[group]
@@ -235,7 +235,6 @@ def _console_summary(result: LRFinderResult, method: str) -> str:
         chosen = "-" if values.get(method) is None else f"{values[method]:.2e}"
         lines.append(f"lr_find {group}: {method} {chosen} ({others})")
     lines.append(f"lr_find: {result.metadata['cost_steps']} optimizer steps; model, optimizer and RNG restored")
-    lines += [f"lr_find warning: {message}" for message in result.metadata.get("warnings", [])]
     return "\n".join(lines)
 
 
