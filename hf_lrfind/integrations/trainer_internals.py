@@ -85,7 +85,7 @@ class Accounting:
 
 def clip_grad_norm(trainer: Trainer, model: torch.nn.Module) -> None:
     """
-    The Trainer's gradient clipping: its `clip_grad_norm` (transformers 5.3 on); before 5.3 the loop clipped inline
+    The Trainer's gradient clipping: its `_clip_grad_norm` (transformers 5.3 on); before 5.3 the loop clipped inline
     with `accelerator.clip_grad_norm_`, done here the same way (its SageMaker, apex and tensor-parallel branches are
     not reproduced).
     """
