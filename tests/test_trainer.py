@@ -330,6 +330,35 @@ def test_callback_stop_runs_no_batch_after_the_sweep(tmp_path):
     assert CountingSteps.calls == trainer.args.max_steps
 
 
+@pytest.mark.parametrize("event", ["on_epoch_begin", "on_train_end"])
+def test_stop_mode_leaves_nothing_behind_when_train_fails_after_the_sweep(tmp_path, event):
+    # Another callback raising after the sweep: no stand-in on the trainer, no filter on transformers' logger, and
+    # the next train() trains every step.
+    class Failing:
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    failing = Failing()
+    setattr(failing, event, fail)
+    trainer_log = logging.getLogger("transformers.trainer")
+    filters = list(trainer_log.filters)
+    finder = LRFinderCallback(num_steps=8, save_to=None)
+    trainer = make_trainer(tmp_path, cls=CountingSteps, callbacks=[failing, finder])  # it runs first
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer.train()
+    if event == "on_epoch_begin":  # failed before the epoch ran: the next sweep on this trainer cleans up
+        trainer.remove_callback(failing)
+        trainer.remove_callback(finder)
+        trainer.add_callback(LRFinderCallback(num_steps=6, num_sweeps=1, save_to=None, then="train"))
+        CountingSteps.calls = 0
+        trainer.train()
+        assert CountingSteps.calls == 6 + trainer.args.max_steps  # a full sweep, then every training step
+    assert "get_batch_samples" not in trainer.__dict__ and trainer_log.filters == filters
+
+
 class CountingClips(Trainer):
     calls = 0
 

@@ -61,9 +61,9 @@ class LRFinderCallback(_TrainerEvents):
 
     - `then="stop"` (default): `train()` ends without training. The Trainer's loop looks at `should_training_stop`
       only after a micro-batch, so for that `train()` call an instance attribute stands in for
-      `trainer.get_batch_samples` and gives the loop no batch (it removes itself; transformers' warning about the
-      empty epoch is dropped meanwhile), and `eval_on_start` is off: no batch runs, nothing is logged, evaluated or
-      saved but the Trainer's end-of-training metrics (`train_loss` 0.0 over 0 steps). Should a Trainer subclass
+      `trainer.get_batch_samples` and gives the loop no batch (it removes itself; transformers' warning about that
+      empty epoch is dropped, once), and `eval_on_start` is off: no batch runs, nothing is
+      logged, evaluated or saved but the Trainer's end-of-training metrics (`train_loss` 0.0 over 0 steps). Should a Trainer subclass
       fetch batches by another path, their logging, saving and evaluation are switched off, and the snapshot and the
       trainer's counters and `state` are restored again in `on_train_end`.
     - `then="train"`: training runs the full configured schedule from the original weights and optimizer state, with
@@ -135,8 +135,9 @@ class LRFinderCallback(_TrainerEvents):
 
     def on_train_begin(self, args, state, control, **kwargs):
         trainer, frame = calling_trainer()
+        self._end_stop()  # what a stop-mode train() of this callback that failed before on_train_end left
+        let_batches_run(trainer)  # ... or of another callback
         if self.result is not None:  # swept already: this train() trains
-            let_batches_run(trainer)
             return
         model, dataloader = frame["model"], kwargs.get("train_dataloader") or frame["train_dataloader"]
         scaler = trainer.accelerator.scaler

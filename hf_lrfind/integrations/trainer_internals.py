@@ -6,7 +6,7 @@
   locals. `find_lr` runs through the same callback, so there is one path to keep working.
 - [`stop_before_a_batch`] hands the loop an empty list from `trainer.get_batch_samples` once, after a stop-mode
   sweep: the loop reads `should_training_stop` only after a micro-batch, and no callback event comes before the first
-  one. transformers then warns that the epoch had no sample; that one warning is dropped while the stand-in is set.
+  one. transformers then warns that the epoch had no sample; that one warning is dropped (a one-shot logging filter).
 - [`clip_grad_norm`] calls `Trainer._clip_grad_norm` (5.3 on), or clips as the older loop did inline.
 - [`Accounting`] and [`AsBefore`] put back what a sweep, or `train()` itself, leaves on the trainer: its plain-data
   counters and `state`, and (for `find_lr`) the trainer's and the accelerator's attributes as a whole.
@@ -101,38 +101,58 @@ _EMPTY_EPOCH = "There seems not to be a single sample in your epoch_iterator"
 
 
 class _QuietEmptyEpoch(logging.Filter):
+    """Drops that warning once, then removes itself."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(_EMPTY_EPOCH)
+        if not record.getMessage().startswith(_EMPTY_EPOCH):
+            return True
+        _trainer_log().removeFilter(self)
+        return False
+
+
+def _trainer_log() -> logging.Logger:
+    return logging.getLogger("transformers.trainer")
 
 
 _QUIET_EMPTY_EPOCH = _QuietEmptyEpoch()
+_MISSING = object()
 
 
 class _NoBatches:
-    """Stands in for `trainer.get_batch_samples` once: no batch for the loop; removes itself."""
+    """Stands in for `trainer.get_batch_samples` once: no batch for the loop; then puts back what was there."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
+        self.before = trainer.__dict__.get("get_batch_samples", _MISSING)
 
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[list[Any], None]:
-        self.trainer.__dict__.pop("get_batch_samples", None)
+        self.remove()
         return [], None
+
+    def remove(self) -> None:
+        if self.trainer.__dict__.get("get_batch_samples") is self:
+            if self.before is _MISSING:
+                del self.trainer.__dict__["get_batch_samples"]
+            else:
+                self.trainer.__dict__["get_batch_samples"] = self.before
 
 
 def stop_before_a_batch(trainer: Trainer) -> None:
     """
     Make the coming epoch of `trainer.train()` run no batch: its first `get_batch_samples` call returns none (the loop
-    looks at `should_training_stop` only after a micro-batch). Undone by [`let_batches_run`].
+    looks at `should_training_stop` only after a micro-batch), and transformers' warning about that empty epoch is
+    dropped (once). Undone by the call and the warning themselves, and by [`let_batches_run`].
     """
     trainer.get_batch_samples = _NoBatches(trainer)
-    logging.getLogger("transformers.trainer").addFilter(_QUIET_EMPTY_EPOCH)
+    _trainer_log().addFilter(_QUIET_EMPTY_EPOCH)
 
 
 def let_batches_run(trainer: Trainer) -> None:
-    """Undo [`stop_before_a_batch`] (safe to call when it was not done)."""
-    if isinstance(trainer.__dict__.get("get_batch_samples"), _NoBatches):
-        del trainer.__dict__["get_batch_samples"]
-    logging.getLogger("transformers.trainer").removeFilter(_QUIET_EMPTY_EPOCH)
+    """Undo [`stop_before_a_batch`] (safe to call when it was not done, or already undone)."""
+    stand_in = trainer.__dict__.get("get_batch_samples")
+    if isinstance(stand_in, _NoBatches):
+        stand_in.remove()
+    _trainer_log().removeFilter(_QUIET_EMPTY_EPOCH)
 
 
 # What `trainer.train()` changes on the accelerator: free_memory() and prepare().
