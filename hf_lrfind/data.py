@@ -245,7 +245,8 @@ class _MaskTokens:
     """
     Collate equal-length blocks into a masked-LM batch with the draws, in their order, of
     `DataCollatorForLanguageModeling.torch_mask_tokens` (80% mask token, 10% random token, 10% kept), from a generator
-    seeded with `seed` (`seed + i` in DataLoader worker `i`).
+    seeded with `seed` (`seed + i` in DataLoader worker `i`). `attention_mask` (all ones) is always there, as every
+    masked LM of transformers takes it; `token_type_ids` where the tokenizer made them.
     """
 
     def __init__(self, tokenizer: Any, mlm_probability: float, seed: int) -> None:

@@ -96,14 +96,17 @@ def run(name: str, seed: int) -> dict:
 
 def table(records: list[dict]) -> str:
     """Per run: the body suggestion, the loss the body sweep starts from, and the bottom `trough` reads."""
+    from hf_lrfind import LRFinderConfig
     from hf_lrfind.core.suggest import TROUGH_HALF_WIDTH, centered_mean, prepare_curve
+
+    num_steps = LRFinderConfig().num_steps  # the sweeps ran with the default
 
     lines = [
         "| variant | seed | head `trough` | body curve: first loss | bottom `trough` reads (at lr) | body `trough` |",
         "|---|---|---|---|---|---|",
     ]
     for r in records:
-        lrs, raw = prepare_curve(r["lrs"]["body"], r["losses"]["body"], num_steps=100)
+        lrs, raw = prepare_curve(r["lrs"]["body"], r["losses"]["body"], num_steps=num_steps)
         mean = centered_mean(raw, TROUGH_HALF_WIDTH)
         low = int(np.argmin(mean))
         body, head = r["suggestions"]["body"]["trough"], r["suggestions"]["head"]["trough"]
