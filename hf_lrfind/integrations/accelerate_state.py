@@ -6,11 +6,13 @@ a model and an optimizer, and the accelerator's lists.
 from __future__ import annotations
 
 import contextlib
+import copy
 import shutil
 import tempfile
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from ..core.state import rng_state, set_rng_state
@@ -99,30 +101,67 @@ class OnceSnapshot:
         self.snapshot.close()
 
 
-class GeneratorStates:
-    """The torch.Generators a dataloader draws from (sampler, loader, collator), so a sweep leaves them as they were."""
+# From a dataloader (plain or accelerate-prepared) to everything its order is drawn from: accelerate's
+# DataLoaderShard/DataLoaderDispatcher -> base_dataloader -> batch_sampler (BatchSamplerShard) -> batch_sampler ->
+# sampler (RandomSampler, SeedableRandomSampler), the collator, and the dataset (IterableDatasetShard -> dataset).
+_LINKS = ("base_dataloader", "batch_sampler", "sampler", "collate_fn", "dataset")
+# Generators: the samplers' and collators' own, accelerate's synchronized one (broadcast from rank 0 at each epoch).
+_GENERATORS = ("generator", "synchronized_generator")
+# Counters that decide the next pass: accelerate's `iteration` (its epoch, which `set_epoch` gives the sampler),
+# SeedableRandomSampler's and IterableDatasetShard's `epoch`, datasets' `_epoch`, the end-of-pass flags, and
+# accelerate's saved position of a stateful dataloader.
+_COUNTERS = ("iteration", "epoch", "_epoch", "end_of_dataloader", "remainder", "dl_state_dict")
+
+
+class DataOrder:
+    """
+    What decides the order of a dataloader's next batches, so that a sweep that drew from it leaves it as it was, on
+    every process: each torch or NumPy generator reachable from it (a sampler nested under accelerate's
+    `BatchSamplerShard`, accelerate's synchronized generator, a collator's), and the epoch counters of accelerate's
+    prepared dataloaders, its seedable sampler and iterable-dataset shards. Attributes are read from the objects'
+    own `__dict__`, not through accelerate's delegation to the wrapped dataloader.
+    """
 
     def __init__(self, dataloader: Any) -> None:
-        owners = [dataloader, getattr(dataloader, "base_dataloader", None)]
-        owners += [getattr(o, "sampler", None) for o in owners[:2]]
-        owners += [getattr(getattr(o, "batch_sampler", None), "sampler", None) for o in owners[:2]]
-        owners += [getattr(o, "collate_fn", None) for o in owners[:2]]
-        self._saved: list[tuple[Any, Any]] = []
-        seen: set[int] = set()
-        for owner in owners:
-            if owner is None or id(owner) in seen or not hasattr(owner, "generator"):
+        self._attrs: list[tuple[Any, str, Any]] = []
+        self._states: dict[int, tuple[Any, Any]] = {}
+        self._walk(dataloader, set())
+
+    def _walk(self, obj: Any, seen: set[int]) -> None:
+        attrs = getattr(obj, "__dict__", None)
+        if obj is None or id(obj) in seen or not isinstance(attrs, dict):
+            return
+        seen.add(id(obj))
+        for name in _GENERATORS + _COUNTERS:
+            if name not in attrs:
                 continue
-            seen.add(id(owner))
-            generator = owner.generator
-            state = generator.get_state() if isinstance(generator, torch.Generator) else None
-            self._saved.append((owner, (generator, state)))
+            value = attrs[name]
+            if isinstance(value, (torch.Generator, np.random.Generator)):
+                self._states.setdefault(id(value), (value, _generator_state(value)))
+            elif not (value is None or isinstance(value, (int, bool, dict))):
+                continue
+            self._attrs.append((obj, name, copy.deepcopy(value) if isinstance(value, dict) else value))
+        for name in _LINKS:
+            self._walk(attrs.get(name), seen)
 
     def restore(self) -> None:
-        for owner, (generator, state) in self._saved:
-            with contextlib.suppress(AttributeError):  # read-only properties
-                owner.generator = generator
-            if state is not None:
-                generator.set_state(state)
+        for obj, name, value in self._attrs:
+            obj.__dict__[name] = copy.deepcopy(value) if isinstance(value, dict) else value
+        for generator, state in self._states.values():
+            _set_generator_state(generator, state)
+
+
+def _generator_state(generator: torch.Generator | np.random.Generator) -> Any:
+    if isinstance(generator, torch.Generator):
+        return generator.get_state()
+    return copy.deepcopy(generator.bit_generator.state)
+
+
+def _set_generator_state(generator: torch.Generator | np.random.Generator, state: Any) -> None:
+    if isinstance(generator, torch.Generator):
+        generator.set_state(state)
+    else:
+        generator.bit_generator.state = state
 
 
 def restore_attrs(obj: Any, before: dict[str, Any], names: tuple[str, ...]) -> None:

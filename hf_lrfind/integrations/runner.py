@@ -26,7 +26,7 @@ from .accelerate_state import (
     MODEL_ATTRS,
     OPTIMIZER_ATTRS,
     AccelerateStateSnapshot,
-    GeneratorStates,
+    DataOrder,
     OnceSnapshot,
     is_accelerated,
     remove_items,
@@ -296,7 +296,7 @@ class LRFinder:
             )
         self._warn_fp16_on_cpu()
         raw_optimizer = self.optimizer.optimizer if is_accelerated(self.optimizer) else self.optimizer
-        generators = GeneratorStates(dataloader)
+        order = DataOrder(dataloader)
         training = {module: module.training for module in self.model.modules()}
         sync_gradients = acc.gradient_state.sync_gradients
         # Taken before preparing: DDP's start-up broadcast of rank 0's weights is undone too.
@@ -353,7 +353,7 @@ class LRFinder:
             acc.gradient_state._set_sync_gradients(sync_gradients)
             for module, was_training in training.items():
                 module.training = was_training
-            generators.restore()
+            order.restore()
         if wrapped and not prepared:
             # Free the DDP wrapper made for the sweep now, so that its gradient hooks go with it.
             del step, model, optimizer

@@ -17,6 +17,7 @@ from ..core.config import LRFinderConfig
 from ..core.engine import base_lr, make_snapshot, param_group_names
 from ..core.result import LRFinderResult, provide
 from ..core.state import StateSnapshot, set_rng_state
+from .accelerate_state import DataOrder
 from .trainer_internals import Accounting, AsBefore, calling_trainer, let_batches_run, stop_before_a_batch
 from .trainer_sweep import run_trainer_sweep
 
@@ -142,7 +143,7 @@ class LRFinderCallback(_TrainerEvents):
         model, dataloader = frame["model"], kwargs.get("train_dataloader") or frame["train_dataloader"]
         scaler = trainer.accelerator.scaler
         snapshot = make_snapshot(model, trainer.optimizer, self.config, scheduler=trainer.lr_scheduler, scaler=scaler)
-        accounting = Accounting(trainer)
+        accounting, order = Accounting(trainer), DataOrder(dataloader)
         try:
             self.result = run_trainer_sweep(self, trainer, model, dataloader, _Keep(snapshot))
         except BaseException:
@@ -151,6 +152,7 @@ class LRFinderCallback(_TrainerEvents):
             raise
         finally:
             accounting.restore()
+            order.restore()  # the batches training draws next are those it would have drawn without the sweep
         self._report(trainer)
         if self.then == "train":
             snapshot.close()
