@@ -336,6 +336,7 @@ def check_restore() -> None:
 def check_sharded() -> None:
     if not CUDA:
         row("FSDP (1 process)", "skipped", "accelerate runs FSDP as plain multi-CPU without a GPU")
+        row("FSDP2 (1 process)", "skipped", "accelerate runs FSDP as plain multi-CPU without a GPU")
         row("DeepSpeed ZeRO-2", "skipped", "needs CUDA")
         return
     for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
@@ -345,6 +346,7 @@ def check_sharded() -> None:
 
     for name, plugins in (
         ("FSDP (1 process)", {"fsdp_plugin": FullyShardedDataParallelPlugin()}),
+        ("FSDP2 (1 process)", {"fsdp_plugin": FullyShardedDataParallelPlugin(fsdp_version=2)}),
         ("DeepSpeed ZeRO-2", None),
     ):
         if plugins is None:

@@ -1,5 +1,5 @@
 """What accelerate's `prepare()` and `save_state` touch, and how to put it back: shared by the runner and the Trainer
-adapter. The sharded-state snapshot (FSDP, DeepSpeed), the dataloader's generators, the attributes `prepare()` sets on
+adapter. The sharded-state snapshot (FSDP1, DeepSpeed), what decides the dataloader's order, the attributes `prepare()` sets on
 a model and an optimizer, and the accelerator's lists.
 """
 
@@ -27,9 +27,18 @@ MODEL_ATTRS = ("forward", "_original_forward", "_is_accelerate_prepared")
 OPTIMIZER_ATTRS = ("step", "_is_accelerate_prepared")
 
 
-def uses_sharded_state(accelerator: Accelerator) -> bool:
-    """Whether model and optimizer state are sharded across processes (FSDP, DeepSpeed, Megatron-LM)."""
+def shards_parameters(accelerator: Accelerator) -> bool:
+    """Whether preparing replaces the model's parameters by shards (FSDP, DeepSpeed, Megatron-LM)."""
     return accelerator.distributed_type.value in SHARDED_TYPES
+
+
+def uses_sharded_state(accelerator: Accelerator) -> bool:
+    """
+    Whether the snapshot goes through `accelerator.save_state` (FSDP1, DeepSpeed, Megatron-LM: state kept in their
+    own sharded containers). Under FSDP2 the parameters and optimizer state are DTensors, which [`StateSnapshot`]
+    copies as each process's own shard, of what a sweep can change only.
+    """
+    return shards_parameters(accelerator) and not getattr(accelerator.state, "is_fsdp2", False)
 
 
 class AccelerateStateSnapshot:

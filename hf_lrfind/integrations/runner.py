@@ -31,6 +31,7 @@ from .accelerate_state import (
     is_accelerated,
     remove_items,
     restore_attrs,
+    shards_parameters,
     uses_sharded_state,
 )
 from .accelerate_step import check_not_empty, cycle, make_step_fn
@@ -290,7 +291,7 @@ class LRFinder:
         acc = self.accelerator
         prepared = self._is_prepared()
         sharded = uses_sharded_state(acc)
-        if sharded and not prepared:
+        if shards_parameters(acc) and not prepared:
             raise ValueError(
                 f"Under {acc.distributed_type.value}, preparing replaces the model's parameters by shards, which the sweep cannot undo: run model, optimizer = accelerator.prepare(model, optimizer) first and pass those."
             )
