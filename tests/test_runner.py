@@ -406,6 +406,7 @@ def test_accelerate_state_snapshot_restores_and_leaves_checkpoints_alone(tmp_pat
 
 def test_sharded_state_goes_through_accelerate_save_state(monkeypatch, tmp_path):
     monkeypatch.setattr(runner_module, "uses_sharded_state", lambda accelerator: True)
+    monkeypatch.setattr(runner_module, "shards_parameters", lambda accelerator: True)
     saved = []
     real_save = Accelerator.save_state
     monkeypatch.setattr(Accelerator, "save_state", lambda self, d, **kw: saved.append(d) or real_save(self, d, **kw))
@@ -421,6 +422,22 @@ def test_sharded_state_goes_through_accelerate_save_state(monkeypatch, tmp_path)
     )
     assert_same(before, snapshot_of(model, optimizer))
     assert len(saved) == 1 and os.path.dirname(saved[0]) == str(tmp_path) and not os.path.exists(saved[0])
+
+
+@pytest.mark.parametrize(
+    "kind, fsdp2, through_accelerate",
+    [("FSDP", False, True), ("FSDP", True, False), ("DEEPSPEED", False, True), ("MULTI_CPU", False, False)],
+)
+def test_only_state_kept_in_sharded_containers_goes_through_save_state(kind, fsdp2, through_accelerate):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from hf_lrfind.integrations.accelerate_state import shards_parameters, uses_sharded_state
+
+    accelerator = SimpleNamespace(distributed_type=DistributedType[kind], state=SimpleNamespace(is_fsdp2=fsdp2))
+    assert uses_sharded_state(accelerator) is through_accelerate  # FSDP2's DTensors: StateSnapshot, shard by shard
+    assert shards_parameters(accelerator) is (kind != "MULTI_CPU")
 
 
 def test_bad_arguments_say_what_to_do():
