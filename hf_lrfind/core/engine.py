@@ -18,7 +18,7 @@ import torch
 from .config import LRFinderConfig
 from .recorder import LossRecorder, debiased_ema
 from .result import LRFinderResult
-from .schedule import group_bounds, lr_at
+from .schedule import base_lr, group_bounds, lr_at, param_group_names
 from .state import StateSnapshot, rng_state, set_rng_state
 from .suggest import curve_warnings, prepare_curve, suggest_all
 
@@ -105,28 +105,6 @@ def average_sweeps(curves: Sequence[Curve], beta: float) -> Curve:
         sweeps=[list(c.losses) for c in curves],
         executed=sum(c.executed for c in curves),
     )
-
-
-def base_lr(group: dict[str, Any]) -> float:
-    """A param group's own rate: its scheduler's `initial_lr` when it has one (the current lr may be 0 at the start of a
-    warm-up), else its `lr`. Group ratios are taken from these."""
-    return group.get("initial_lr", group["lr"])
-
-
-def param_group_names(param_groups: list[dict[str, Any]]) -> list[str]:
-    """
-    A name for each optimizer param group: its `"name"` entry when it has one; otherwise groups with equal lr share a
-    name, `"all"` when there is one distinct lr, else `"group_0"`, `"group_1"`, ... in order of first appearance.
-    """
-    unnamed = [base_lr(g) for g in param_groups if "name" not in g]
-    distinct = list(dict.fromkeys(unnamed))
-    names = []
-    for g in param_groups:
-        if "name" in g:
-            names.append(str(g["name"]))
-        else:
-            names.append("all" if len(distinct) == 1 else f"group_{distinct.index(base_lr(g))}")
-    return names
 
 
 def sweep(

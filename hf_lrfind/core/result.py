@@ -116,9 +116,34 @@ class LRFinderResult:
         """
         return _provided("param_groups")(self, model, method, weight_decay=weight_decay, **kwargs)
 
-    def apply(self, trainer: Any, method: str | None = None) -> None:
-        """Set the trainer's learning rate(s) to the suggestions; see [`hf_lrfind.apply_result`]."""
-        _provided("apply")(self, trainer, method)
+    def apply(self, target: Any, method: str | None = None, *, scheduler: Any = None) -> None:
+        """
+        Make the suggestions the peak learning rates of the training that follows.
+
+        Args:
+            target (`transformers.Trainer` or `torch.optim.Optimizer`):
+                A Trainer (see [`hf_lrfind.apply_result`]), or the optimizer of your own loop, as
+                `accelerator.prepare` returned it or plain: each param group's rate is set.
+            method (`str`, *optional*): the rule; defaults to the first of `suggest` (`"trough"`).
+            scheduler (*optional*): the loop's LR scheduler (accelerate's `AcceleratedScheduler` or a torch one,
+                such as transformers' `get_linear_schedule_with_warmup`): its base rates are set too, so that the
+                schedule peaks at the suggestion. Without it a scheduler made later starts from the rates set.
+
+        Example:
+
+        ```python
+        >>> result = LRFinder(model, optimizer, accelerator=accelerator).range_test(train_dataloader)
+        >>> result.apply(optimizer, scheduler=lr_scheduler)
+        ```
+        """
+        from .peak import apply_to_optimizer
+
+        if hasattr(target, "param_groups"):  # an optimizer, prepared by accelerate or not
+            apply_to_optimizer(self, target, scheduler, method)
+            return
+        if scheduler is not None:
+            raise TypeError("scheduler= goes with an optimizer; a Trainer's own scheduler is set by apply(trainer).")
+        _provided("apply")(self, target, method)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; non-finite losses become `None`."""

@@ -1,9 +1,10 @@
-"""Learning-rate schedules of the range test: pure functions of the step."""
+"""Learning-rate schedules of the range test (pure functions of the step), and the rates and names of param groups."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 
 def exp_lr(start: float, end: float, pos: float) -> float:
@@ -60,3 +61,25 @@ def lr_at(step: int, num_steps: int, start: float, end: float, mode: str = "exp"
     if start == end:
         return start
     return SCHEDULES[mode](start, end, step / num_steps)
+
+
+def base_lr(group: dict[str, Any]) -> float:
+    """A param group's own rate: its scheduler's `initial_lr` when it has one (the current lr may be 0 at the start of a
+    warm-up), else its `lr`. Group ratios are taken from these."""
+    return group.get("initial_lr", group["lr"])
+
+
+def param_group_names(param_groups: list[dict[str, Any]]) -> list[str]:
+    """
+    A name for each optimizer param group: its `"name"` entry when it has one; otherwise groups with equal lr share a
+    name, `"all"` when there is one distinct lr, else `"group_0"`, `"group_1"`, ... in order of first appearance.
+    """
+    unnamed = [base_lr(g) for g in param_groups if "name" not in g]
+    distinct = list(dict.fromkeys(unnamed))
+    names = []
+    for g in param_groups:
+        if "name" in g:
+            names.append(str(g["name"]))
+        else:
+            names.append("all" if len(distinct) == 1 else f"group_{distinct.index(base_lr(g))}")
+    return names

@@ -14,8 +14,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..core.config import LRFinderConfig
-from ..core.engine import base_lr, make_snapshot, param_group_names
+from ..core.engine import make_snapshot
+from ..core.peak import peak_lrs_for, set_peak_lrs
 from ..core.result import LRFinderResult, provide
+from ..core.schedule import param_group_names
 from ..core.state import StateSnapshot, set_rng_state
 from .accelerate_state import DataOrder
 from .trainer_internals import Accounting, AsBefore, calling_trainer, let_batches_run, stop_before_a_batch
@@ -296,31 +298,6 @@ def find_lr(trainer: Trainer, *, config: LRFinderConfig | None = None, **kwargs:
     return result
 
 
-def _set_peak_lrs(optimizer: Any, scheduler: Any, names: list[str], lrs: Mapping[str, float]) -> None:
-    """
-    Make `lrs` (by group name) the peak of the schedule: each group's `initial_lr` and the scheduler's `base_lrs`, and
-    its current `lr` at the schedule's current point (`base * lambda(step)` for a LambdaLR, the Trainer's kind).
-    """
-    from torch.optim.lr_scheduler import LambdaLR
-
-    groups = optimizer.param_groups
-    base_lrs = getattr(scheduler, "base_lrs", None)
-    for i, (group, name) in enumerate(zip(groups, names)):
-        new, old = lrs[name], float(base_lr(group))
-        if "initial_lr" in group:
-            group["initial_lr"] = new
-        if base_lrs is not None and len(base_lrs) == len(groups):
-            base_lrs[i] = new
-        if isinstance(scheduler, LambdaLR):
-            group["lr"] = new * scheduler.lr_lambdas[i](scheduler.last_epoch)
-        elif scheduler is not None and old > 0:  # keep the schedule's current factor
-            group["lr"] = group["lr"] * (new / old)
-        else:  # no scheduler yet: the one train() makes starts from lr
-            group["lr"] = new
-    if hasattr(scheduler, "_last_lr"):
-        scheduler._last_lr = [group["lr"] for group in groups]
-
-
 def apply_result(result: LRFinderResult, trainer: Trainer, method: str | None = None) -> None:
     """
     Make the trainer's next (or current) training use the suggestions as the peak learning rates of its schedule.
@@ -333,26 +310,14 @@ def apply_result(result: LRFinderResult, trainer: Trainer, method: str | None = 
     several groups `args.learning_rate` reads the first group's peak (the head's, for `groups="auto"`), the rate the
     Trainer logs as `learning_rate`; each group's own peak is in `trainer.optimizer.param_groups`.
     """
-    if len(result.groups) == 1:
-        lr = result.suggestion(method)
-        trainer.args.learning_rate = lr
-        if trainer.optimizer is not None:
-            for group in trainer.optimizer.param_groups:
-                group["lr"] = group["initial_lr"] = lr
-        scheduler = trainer.lr_scheduler
-        if scheduler is not None and hasattr(scheduler, "lr_lambdas"):
-            scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
-            for group, fn in zip(trainer.optimizer.param_groups, scheduler.lr_lambdas):
-                group["lr"] = lr * fn(scheduler.last_epoch)
-        if hasattr(scheduler, "_last_lr"):  # what the Trainer logs as learning_rate
-            scheduler._last_lr = [group["lr"] for group in trainer.optimizer.param_groups]
-        return
     optimizer = trainer.optimizer
     names = param_group_names(optimizer.param_groups) if optimizer is not None else []
-    if set(names) == set(result.groups):  # a sweep of this optimizer's own groups: set them where they are
-        lrs = {group: result.suggestion(method, group) for group in result.groups}
-        _set_peak_lrs(optimizer, trainer.lr_scheduler, names, lrs)
-        trainer.args.learning_rate = lrs[names[0]]
+    if len(result.groups) == 1 or (names and set(names) == set(result.groups)):
+        # One rate, or a sweep of this optimizer's own groups: set them where they are.
+        lrs = peak_lrs_for(result, names, method) if names else {}
+        if optimizer is not None:
+            set_peak_lrs(optimizer, trainer.lr_scheduler, names, lrs)
+        trainer.args.learning_rate = lrs[names[0]] if names else result.suggestion(method)
         return
     from transformers import Trainer
 
