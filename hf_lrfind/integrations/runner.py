@@ -67,8 +67,11 @@ class LRFinder:
       undone: prepare them yourself first.
 
     Either way the model's parameters, buffers and gradients, the optimizer's state and param groups, the gradient
-    scaler, the RNG states, the modules' train/eval modes and the dataloader's generators are bit-identical after
-    [`range_test`] to what they were before.
+    scaler, the RNG states, the modules' train/eval modes and what decides the dataloader's next batches (its
+    generators and epoch counters, on every process) are bit-identical after [`range_test`] to what they were before.
+    Only what a sweep can change is copied (see [`StateSnapshot`]): frozen parameters outside the optimizer, such as
+    the base model of a LoRA fine-tune, are neither read nor written. Under FSDP1, DeepSpeed and Megatron-LM the
+    snapshot goes through `accelerator.save_state` to a temporary folder instead.
 
     Args:
         model (`torch.nn.Module`):
