@@ -1,7 +1,6 @@
 """hf_lrfind: the learning-rate range test (LR finder) for the Hugging Face stack."""
 
-import logging
-
+from . import verbosity
 from ._version import __version__
 from .core.config import LRFinderConfig
 from .core.engine import StepOutput, range_test, sweep
@@ -25,7 +24,7 @@ from .integrations.accelerate_state import AccelerateStateSnapshot
 from .integrations.runner import LRFinder
 from .integrations.trainer import LRFinderCallback, apply_result, find_lr
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
+verbosity._configure()
 
 __all__ = [
     "SUGGESTERS",
@@ -50,6 +49,7 @@ __all__ = [
     "StateSnapshot",
     "StepOutput",
     "__version__",
+    "verbosity",
     "minimum",
     "prepare_curve",
     "range_test",

@@ -266,8 +266,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except SystemExit as e:  # --help
         return e.code if isinstance(e.code, int) else 0
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     try:
         return run(args)
     except (ValueError, FileNotFoundError) as e:  # BadInput, and the library's errors on bad values
