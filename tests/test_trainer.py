@@ -1,7 +1,9 @@
 """The Trainer adapter: find_lr and LRFinderCallback run through the Trainer's own training step."""
 
 import logging
+import math
 import os
+import time
 
 import pytest
 import torch
@@ -160,7 +162,7 @@ def test_find_lr_then_train_is_train_alone(tmp_path):
 def test_callback_stop_leaves_everything_and_a_later_train_is_train_alone(tmp_path):
     alone = make_trainer(tmp_path / "a")
     alone_losses = train_losses(alone)
-    finder = LRFinderCallback(num_steps=10, save_to=None)
+    finder = LRFinderCallback(then="stop", num_steps=10, save_to=None)
     trainer = make_trainer(tmp_path / "b", callbacks=[finder])
     before = weights(trainer.model)
     trainer.train()
@@ -172,7 +174,7 @@ def test_callback_stop_leaves_everything_and_a_later_train_is_train_alone(tmp_pa
 
 
 def test_callback_train_is_plain_training_at_the_suggestion(tmp_path):
-    finder = LRFinderCallback(then="train", num_steps=10, save_to=None)
+    finder = LRFinderCallback(num_steps=10, save_to=None)  # then="train", the default
     trainer = make_trainer(tmp_path / "b", callbacks=[finder])
     losses = train_losses(trainer)
     lr = finder.result.suggestion()  # the default rule, trough
@@ -295,7 +297,7 @@ def test_find_lr_runs_no_other_callback_and_leaves_no_trace(tmp_path):
     result = find_lr(trainer, num_steps=8, skip_end=0, save_to=None)
     # Trackers and user callbacks see no training start or end, only the suggestions.
     logged = [f"lr_find/all/{m}" for m in sorted(result.suggestions["all"]) if result.suggestions["all"][m]]
-    assert recorder.events == [("on_log", sorted(logged))]
+    assert recorder.events == [("on_log", sorted([*logged, "lr_find/optimizer_steps", "lr_find/tokens"]))]
     assert trainer.state is state and state.log_history == [] and state.global_step == 0
     assert trainer.optimizer is None and trainer.lr_scheduler is None and trainer.model_wrapped is model
     # accelerate's autocast wrapper and prepared flag are gone, the dataloader is not left running, RNG as before.
@@ -304,9 +306,9 @@ def test_find_lr_runs_no_other_callback_and_leaves_no_trace(tmp_path):
     assert torch.equal(torch.get_rng_state(), rng)
 
 
-def test_callback_stop_runs_no_batch_after_the_sweep(tmp_path):
+def test_callback_stop_runs_no_batch_after_the_sweep(tmp_path, caplog):
     recorder = Recorder()
-    finder = LRFinderCallback(num_steps=8, save_to=None)
+    finder = LRFinderCallback(then="stop", num_steps=8, save_to=None)
     trainer = make_trainer(tmp_path, cls=CountingSteps, callbacks=[finder, recorder])
     CountingSteps.calls = 0
     trainer_log = logging.getLogger("transformers.trainer")
@@ -319,7 +321,10 @@ def test_callback_stop_runs_no_batch_after_the_sweep(tmp_path):
     finally:
         trainer_log.removeHandler(handler)
     assert CountingSteps.calls == 3 * 8 and out.global_step == 0  # three sweeps of 8 steps, then nothing
-    assert out.training_loss == 0.0
+    # What train() returns and logs says no training ran: no train_loss 0.0, no training speed.
+    assert math.isnan(out.training_loss) and not {"train_loss", "train_runtime"} & set(out.metrics)
+    assert not [h for h in trainer.state.log_history if "train_loss" in h or "train_runtime" in h]
+    assert [r for r in caplog.records if "ends without training" in r.getMessage()]
     names = {e if isinstance(e, str) else e[0] for e in recorder.events}
     assert not {"on_step_begin", "on_step_end", "on_substep_end", "on_save", "on_evaluate"} & names
     assert "get_batch_samples" not in trainer.__dict__ and trainer_log.filters == filters
@@ -345,7 +350,7 @@ def test_stop_mode_leaves_nothing_behind_when_train_fails_after_the_sweep(tmp_pa
     setattr(failing, event, fail)
     trainer_log = logging.getLogger("transformers.trainer")
     filters = list(trainer_log.filters)
-    finder = LRFinderCallback(num_steps=8, save_to=None)
+    finder = LRFinderCallback(then="stop", num_steps=8, save_to=None)
     trainer = make_trainer(tmp_path, cls=CountingSteps, callbacks=[failing, finder])  # it runs first
     with pytest.raises(RuntimeError, match="boom"):
         trainer.train()
@@ -390,7 +395,7 @@ def test_callback_stop_restores_a_batch_run_by_another_loop(tmp_path):
     alone = make_trainer(tmp_path / "a")
     alone_losses = train_losses(alone)
     own = OwnLoop()
-    trainer = make_trainer(tmp_path / "b", callbacks=[LRFinderCallback(num_steps=8, save_to=None), own])
+    trainer = make_trainer(tmp_path / "b", callbacks=[LRFinderCallback(then="stop", num_steps=8, save_to=None), own])
     own.trainer = trainer
     before = weights(trainer.model)
     trainer.train()
@@ -440,6 +445,41 @@ def test_the_suggestions_are_shown_on_the_console_where_the_trainer_shows_its_me
     )  # disable_tqdm: no bar to write under
     out = capsys.readouterr().out
     assert "lr_find all: trough" not in out and "'lr_find/all/trough'" in out  # the Trainer's PrinterCallback prints
+
+
+class Tracker:
+    """Keeps what `on_log` receives, as a `report_to` tracker would send it."""
+
+    def __init__(self):
+        self.logs = []
+
+    def __getattr__(self, name):
+        if name.startswith("on_"):
+            return lambda *args, **kwargs: None
+        raise AttributeError(name)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs))
+
+
+def test_training_speed_covers_the_training_alone_and_the_sweep_is_reported_apart(tmp_path):
+    tracker = Tracker()
+    finder = LRFinderCallback(num_steps=8, num_sweeps=2, save_to=None)
+    trainer = make_trainer(tmp_path, callbacks=[tracker, finder])  # a tracker listed before the finder
+    order = list(trainer.callback_handler.callbacks)
+    started = time.perf_counter()
+    out = trainer.train()
+    wall = time.perf_counter() - started
+    (swept,) = [h for h in trainer.state.log_history if "lr_find/runtime" in h]
+    assert swept["lr_find/optimizer_steps"] == 16 and swept["lr_find/tokens"] == finder.result.metadata["tokens_seen"]
+    # The Trainer's clock started before the sweep: its runtime and the sweep's add up to at most the call's wall time.
+    assert out.metrics["train_runtime"] + swept["lr_find/runtime"] <= wall
+    steps_per_second = trainer.state.max_steps / out.metrics["train_runtime"]
+    assert out.metrics["train_steps_per_second"] == pytest.approx(steps_per_second, rel=0.01, abs=2e-3)
+    assert trainer.state.log_history[-1]["train_runtime"] == out.metrics["train_runtime"]
+    (seen,) = [logs for logs in tracker.logs if "train_runtime" in logs]  # trackers see it corrected
+    assert seen["train_runtime"] == out.metrics["train_runtime"]
+    assert trainer.callback_handler.callbacks == order  # the finder listened first during train(), then as before
 
 
 def test_a_callback_without_trough_uses_the_first_rule_it_runs(tmp_path):

@@ -71,7 +71,7 @@ def test_find_lr_with_groups_leaves_the_following_training_as_it_was(tmp_path, p
 
 
 def test_callback_stop_then_train_is_train_alone(tmp_path, plain_logs):
-    trainer = sft_trainer(tmp_path, callbacks=[LRFinderCallback(num_steps=10, num_sweeps=1, save_to=None)])
+    trainer = sft_trainer(tmp_path, callbacks=[LRFinderCallback(then="stop", num_steps=10, num_sweeps=1, save_to=None)])
     trainer.train()
     (logged,) = finder_logs(trainer)
     assert not TRL_METRICS & set(logged)  # the sweep's metrics do not ride along with the suggestions

@@ -90,7 +90,7 @@ def _weight(batch: Any, shifts: bool, like: torch.Tensor) -> torch.Tensor:
     return like.new_full((), float(first.shape[0] if first is not None else 1))
 
 
-def _tokens(batch: Any) -> torch.Tensor | None:
+def input_tokens(batch: Any) -> torch.Tensor | None:
     """Input tokens of a micro-batch: the attention mask's sum, or the number of input ids; None if neither is there."""
     if isinstance(batch, Mapping):
         if isinstance(batch.get("attention_mask"), torch.Tensor):
@@ -176,7 +176,7 @@ def make_step_fn(
                 acc.backward(loss * scale.to(loss.dtype))
             weighted.append(loss.detach().to(dtype) * weights[i])
         skipped = optimizer_step()
-        counts = [_tokens(b) for b in micro]
+        counts = [input_tokens(b) for b in micro]
         has_tokens = all(c is not None for c in counts)
         stats = torch.stack([torch.stack(weighted).sum(), torch.stack(counts).sum().to(dtype) if has_tokens else like])
         if world > 1:
@@ -189,7 +189,7 @@ def make_step_fn(
             outputs = _forward(model, batch)
         loss = _loss(outputs, batch, loss_fn)
         acc.backward(loss)
-        return StepOutput(loss=loss.detach(), skipped=optimizer_step(), num_tokens=_tokens(batch))
+        return StepOutput(loss=loss.detach(), skipped=optimizer_step(), num_tokens=input_tokens(batch))
 
     def optimizer_step() -> bool:
         """Clip, step, zero the gradients; whether the gradient scaler skipped the step (a Python flag)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -62,22 +63,25 @@ class LRFinderCallback(_TrainerEvents):
 
     The sweep restores the model, optimizer, scheduler, gradient scaler and RNG states bit for bit. Then:
 
-    - `then="stop"` (default): `train()` ends without training. The Trainer's loop looks at `should_training_stop`
+    - `then="train"` (default): training runs the full configured schedule from the original weights and optimizer
+      state, with the suggestion (`method`) as the peak learning rate of the schedule (per group with `groups`). The
+      Trainer's `train_runtime` and rates per second cover the training alone; the sweep's own time, optimizer steps
+      and tokens are logged as `lr_find/runtime`, `lr_find/optimizer_steps` and `lr_find/tokens`.
+    - `then="stop"`: `train()` ends without training (it returns `training_loss` nan, its metrics hold no `train_*`
+      entry, and a warning says so). The Trainer's loop looks at `should_training_stop`
       only after a micro-batch, so for that `train()` call an instance attribute stands in for
       `trainer.get_batch_samples` and gives the loop no batch (it removes itself; transformers' warning about that
       empty epoch is dropped, once), and `eval_on_start` is off: no batch runs, nothing is
-      logged, evaluated or saved but the Trainer's end-of-training metrics (`train_loss` 0.0 over 0 steps). Should a Trainer subclass
-      fetch batches by another path, their logging, saving and evaluation are switched off, and the snapshot and the
-      trainer's counters and `state` are restored again in `on_train_end`.
-    - `then="train"`: training runs the full configured schedule from the original weights and optimizer state, with
-      the suggestion (`method`) as the peak learning rate of the schedule (per group with `groups`).
+      logged, evaluated or saved. Should a Trainer subclass fetch batches by another path, their logging, saving and
+      evaluation are switched off, and the snapshot and the trainer's counters and `state` are restored again in
+      `on_train_end`. `find_lr(trainer)` is this mode with the trainer left exactly as it was.
 
     The sweep runs once per callback; the result is on `callback.result`, written by the main process to
     `lr_find.json` and `lr_find.png` under `args.output_dir` (or `save_to`; `None` writes nothing), and its
     suggestions are logged through `trainer.log` (so `report_to` trackers get them as `lr_find/<group>/<method>`).
 
     Args:
-        then (`str`, *optional*, defaults to `"stop"`): `"stop"` or `"train"`.
+        then (`str`, *optional*, defaults to `"train"`): `"train"` or `"stop"`.
         method (`str`, *optional*): the suggestion used by `then="train"` and by the sequential strategy for the
             head; defaults to the first rule of `suggest` (`"trough"`).
         groups (`str` or `Mapping`, *optional*): `"auto"` or explicit groups (see [`hf_lrfind.detect_groups`]) for
@@ -93,7 +97,7 @@ class LRFinderCallback(_TrainerEvents):
     Example:
 
     ```python
-    >>> finder = LRFinderCallback(then="train", groups="auto")
+    >>> finder = LRFinderCallback(groups="auto")  # sweep, then train at the suggestions
     >>> Trainer(model=model, args=args, train_dataset=ds, callbacks=[finder]).train()
     >>> finder.result.suggestions
     ```
@@ -102,7 +106,7 @@ class LRFinderCallback(_TrainerEvents):
     def __init__(
         self,
         *,
-        then: Literal["stop", "train"] = "stop",
+        then: Literal["train", "stop"] = "train",
         method: str | None = None,
         groups: str | Mapping[str, str | Sequence[str]] | None = None,
         strategy: Literal["joint", "sequential"] | None = None,
@@ -135,8 +139,12 @@ class LRFinderCallback(_TrainerEvents):
         self.layer_decay, self.ratios, self.loading_info, self.save_to = layer_decay, ratios, loading_info, save_to
         self.result: LRFinderResult | None = None
         self._pending: dict[str, Any] | None = None
+        self._sweep_seconds: float | None = None  # how long on_train_begin took (sweep, restore, apply)
+        self._order: tuple[Any, list[Any]] | None = None
+        self._explain_stop = True  # find_lr's own stop needs no word
 
     def on_train_begin(self, args, state, control, **kwargs):
+        started = time.perf_counter()
         trainer, frame = calling_trainer()
         self._end_stop()  # what a stop-mode train() of this callback that failed before on_train_end left
         let_batches_run(trainer)  # ... or of another callback
@@ -155,11 +163,23 @@ class LRFinderCallback(_TrainerEvents):
         finally:
             accounting.restore()
             order.restore()  # the batches training draws next are those it would have drawn without the sweep
-        self._report(trainer)
+        # Listen first to what the Trainer logs (its end-of-train metrics): trackers then get them corrected.
+        handler = trainer.callback_handler
+        self._order = (handler, list(handler.callbacks))
+        handler.callbacks = [self, *(c for c in handler.callbacks if c is not self)]
         if self.then == "train":
             snapshot.close()
             apply_result(self.result, trainer, self.method)
+            self._sweep_seconds = time.perf_counter() - started
+            self._report(trainer)
             return
+        self._sweep_seconds = time.perf_counter() - started
+        self._report(trainer)
+        if self._explain_stop:
+            logger.warning(
+                "LRFinderCallback(then='stop'): the range test ran and this train() call ends without training; the model, optimizer and RNG are as they were. Use then='train' (the default) to train at the suggestion."
+            )
+        trainer._total_loss_scalar = float("nan")  # train() returns training_loss nan, not 0.0: nothing was trained
         self._pending = {
             "trainer": trainer,
             "snapshot": snapshot,
@@ -189,8 +209,26 @@ class LRFinderCallback(_TrainerEvents):
     def on_epoch_end(self, args, state, control, **kwargs):
         self._silence(control, stepped=False)
 
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """The Trainer's speed metrics over training alone (the sweep's time taken out); after a stop-mode sweep, no
+        training metrics at all (no `train_loss` 0.0 over 0 steps)."""
+        if not logs or "train_runtime" not in logs or self._sweep_seconds is None:
+            return
+        last = state.log_history[-1] if state.log_history else {}
+        entry = last if last.get("train_runtime") == logs["train_runtime"] else {}
+        for record in (logs, entry):
+            if self._pending is not None:
+                for key in [k for k in record if k in TRAINING_METRICS]:
+                    del record[key]
+            else:
+                training_only(record, self._sweep_seconds)
+
     def on_train_end(self, args, state, control, **kwargs):
         self._end_stop()
+        self._sweep_seconds = None
+        if self._order is not None:  # the user's order of callbacks, as it was
+            handler, self._order = self._order, None
+            handler[0].callbacks = handler[1]
 
     def _end_stop(self) -> None:
         """Undo what stop mode set up; restore the snapshot again if a batch ran after all. Safe to call twice."""
@@ -211,13 +249,13 @@ class LRFinderCallback(_TrainerEvents):
 
     def _report(self, trainer: Trainer) -> None:
         result = self.result
-        trainer.log(_tracker_logs(result))
+        trainer.log(_tracker_logs(result, self._sweep_seconds))
         if not trainer.is_world_process_zero():
             return
         if not trainer.args.disable_tqdm:  # where the Trainer shows its own metrics: a line under the progress bar
             from tqdm.auto import tqdm
 
-            tqdm.write(_console_summary(result, self.method))
+            tqdm.write(_console_summary(result, self.method, trainer if self.then == "train" else None))
         if self.save_to is None:
             return
         folder = trainer.args.output_dir if self.save_to == "output_dir" else os.fspath(self.save_to)
@@ -226,13 +264,47 @@ class LRFinderCallback(_TrainerEvents):
         logger.info(f"LR range test: suggestions {result.suggestions}; wrote {folder}/lr_find.json and lr_find.png")
 
 
-def _tracker_logs(result: LRFinderResult) -> dict[str, float]:
-    """The suggestions as tracker metrics: `lr_find/<group>/<method>`."""
-    return {f"lr_find/{g}/{m}": v for g, s in result.suggestions.items() for m, v in s.items() if v is not None}
+# What the Trainer logs about a training run (`speed_metrics("train", ...)` and `_finalize_training`).
+TRAINING_METRICS = (
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "train_tokens_per_second",
+    "train_loss",
+    "total_flos",
+)
 
 
-def _console_summary(result: LRFinderResult, method: str) -> str:
-    """One line per group: the suggestion used, the other rules, and the cost (the warnings are logged)."""
+def training_only(logs: dict[str, Any], sweep_seconds: float) -> None:
+    """
+    Take a sweep's seconds out of the Trainer's speed metrics, in place: `train_runtime` and the rates per second
+    (rescaled to the shorter runtime, rounded as `transformers.trainer_utils.speed_metrics` rounds them).
+    """
+    runtime = logs.get("train_runtime")
+    if runtime is None or sweep_seconds <= 0:
+        return
+    trained = max(runtime - sweep_seconds, 1e-4)
+    for key in ("train_samples_per_second", "train_steps_per_second", "train_tokens_per_second"):
+        if key in logs:
+            logs[key] = round(logs[key] * runtime / trained, 3)
+    logs["train_runtime"] = round(trained, 4)
+
+
+def _tracker_logs(result: LRFinderResult, seconds: float | None = None) -> dict[str, float]:
+    """The suggestions as tracker metrics, `lr_find/<group>/<method>`, and what the sweep cost: `lr_find/runtime`
+    (seconds, snapshot and restore included), `lr_find/optimizer_steps`, `lr_find/tokens` (when counted)."""
+    logs = {f"lr_find/{g}/{m}": v for g, s in result.suggestions.items() for m, v in s.items() if v is not None}
+    if seconds is not None:
+        logs["lr_find/runtime"] = round(seconds, 4)
+    logs["lr_find/optimizer_steps"] = result.metadata["cost_steps"]
+    if result.metadata.get("tokens_seen") is not None:
+        logs["lr_find/tokens"] = result.metadata["tokens_seen"]
+    return logs
+
+
+def _console_summary(result: LRFinderResult, method: str, training: Trainer | None = None) -> str:
+    """One line per group: the suggestion used, the other rules, and the cost (the warnings are logged); with the
+    `training` trainer, the peak rates its training now uses."""
     lines = []
     for group in result.groups:
         values = result.suggestions[group]
@@ -240,6 +312,10 @@ def _console_summary(result: LRFinderResult, method: str) -> str:
         chosen = "-" if values.get(method) is None else f"{values[method]:.2e}"
         lines.append(f"lr_find {group}: {method} {chosen} ({others})")
     lines.append(f"lr_find: {result.metadata['cost_steps']} optimizer steps; model, optimizer and RNG restored")
+    if training is not None:
+        groups = training.optimizer.param_groups
+        peaks = ", ".join(f"{g.get('initial_lr', g['lr']):.2e}" for g in groups)
+        lines.append(f"lr_find: training now, at peak learning rate{'s' if len(groups) > 1 else ''} {peaks} ({method})")
     return "\n".join(lines)
 
 
@@ -279,6 +355,7 @@ def find_lr(trainer: Trainer, *, config: LRFinderConfig | None = None, **kwargs:
             "find_lr cannot run while the trainer is training; add LRFinderCallback(then='train') to its callbacks instead."
         )
     callback = LRFinderCallback(then="stop", config=config, **kwargs)
+    callback._explain_stop = False
     before = AsBefore(trainer)
     trainer.callback_handler.callbacks = [callback]
     trainer.args.eval_on_start = False

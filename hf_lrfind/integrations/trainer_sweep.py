@@ -22,6 +22,7 @@ import torch
 
 from ..core.engine import StepOutput
 from ..core.strategies import default_strategy, run_strategy
+from .accelerate_step import input_tokens
 from .trainer_internals import clip_grad_norm
 
 if TYPE_CHECKING:
@@ -130,9 +131,12 @@ def _step_fn(trainer: Trainer, model: torch.nn.Module, batches: _Batches, optimi
         optimizer.step()
         skipped = accelerator.scaler is not None and optimizer.step_was_skipped
         model.zero_grad()
+        counts = [input_tokens(inputs) for inputs in micro]
+        tokens = torch.stack(counts).sum() if all(c is not None for c in counts) else None
         if accelerator.num_processes > 1:
             total = accelerator.reduce(total, "mean")
-        return StepOutput(total, skipped=bool(skipped))
+            tokens = accelerator.reduce(tokens, "sum") if tokens is not None else None
+        return StepOutput(total, skipped=bool(skipped), num_tokens=tokens)
 
     return step
 
