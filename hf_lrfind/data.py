@@ -84,6 +84,9 @@ def quiet_datasets() -> Iterator[None]:
             enable_progress_bars()
 
 
+_NO_EXAMPLES = "The texts hold no examples; give at least one (for a file: at least one data row)."
+
+
 def _as_dataset(texts: Any, column: str) -> Dataset:
     from datasets import Dataset
 
@@ -92,12 +95,16 @@ def _as_dataset(texts: Any, column: str) -> Dataset:
             raise ValueError(
                 f"Column {column!r} is not in the dataset (columns: {texts.column_names}); pass the name of its text column."
             )
+        if len(texts) == 0:
+            raise ValueError(_NO_EXAMPLES)
         return texts.select_columns([column])
     if isinstance(texts, str):
         raise TypeError("texts must be a sequence of strings (or a datasets.Dataset), not one string; wrap it: [text].")
     texts = list(texts)
     if not all(isinstance(t, str) for t in texts):
         raise TypeError("texts must hold strings only.")
+    if not texts:
+        raise ValueError(_NO_EXAMPLES)
     return Dataset.from_dict({column: texts})
 
 
@@ -109,6 +116,8 @@ def _check_block_size(block_size: int) -> None:
 def _loader(dataset: Any, batch_size: int, shuffle: bool, seed: int, collate_fn: Any) -> DataLoader:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size ({batch_size!r}) must be a positive int.")
+    if len(dataset) == 0:
+        raise ValueError(_NO_EXAMPLES)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     # Equal batches make the sweep's losses comparable: drop a last, smaller batch unless it is the only one.
     drop_last = len(dataset) >= batch_size

@@ -42,15 +42,34 @@ def _read_dataset(spec: str) -> Any:
         if os.path.isfile(spec):
             if ext not in FILE_BUILDERS:
                 raise BadInput(f"--dataset {spec}: unknown file type {ext!r}; use one of {sorted(FILE_BUILDERS)}.")
+            if _rows(spec, ext) == 0:
+                raise _no_examples(spec)
             try:
-                return datasets.load_dataset(FILE_BUILDERS[ext], data_files=spec, split="train")
+                dataset = datasets.load_dataset(FILE_BUILDERS[ext], data_files=spec, split="train")
             except Exception as e:
                 raise BadInput(f"--dataset {spec}: could not read it as {FILE_BUILDERS[ext]} ({e}).") from e
+            if len(dataset) == 0:
+                raise _no_examples(spec)
+            return dataset
     try:
         return datasets.load_dataset(spec, split="train")
     except Exception as e:
         offline = " (HF_HUB_OFFLINE is set: only local files can be read)" if os.environ.get("HF_HUB_OFFLINE") else ""
         raise BadInput(f"--dataset {spec}: could not load it{offline}: {e}") from e
+
+
+def _rows(path: str, ext: str) -> int | None:
+    """Data rows of a text file (lines that are not blank, less a csv's header); None for binary formats."""
+    if FILE_BUILDERS[ext] not in ("csv", "json", "text"):
+        return None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = sum(1 for line in f if line.strip())
+    return max(lines - 1, 0) if FILE_BUILDERS[ext] == "csv" else lines
+
+
+def _no_examples(spec: str) -> BadInput:
+    header = " (a csv header line alone is none)" if spec.lower().endswith(".csv") else ""
+    return BadInput(f"--dataset {spec}: it holds no examples{header}; give it at least one row.")
 
 
 def check_column(dataset: Any, column: str, option: str) -> None:

@@ -129,6 +129,11 @@ def test_layer_decay_gives_one_group_per_layer(tmp_path):
     assert result.lrs["layer_0"][0] == pytest.approx(0.5 * result.lrs["layer_1"][0])
 
 
+def _file(path, text):
+    path.write_text(text)
+    return str(path)
+
+
 @pytest.mark.parametrize(
     "make_args, message",
     [
@@ -151,6 +156,8 @@ def test_layer_decay_gives_one_group_per_layer(tmp_path):
         (lambda d: ["--mode", "cubic"], "invalid choice: 'cubic'"),
         (lambda d: ["--batch-size", "0"], "must be a positive integer"),
         (lambda d: ["--model", "a", "--config", "b"], "not allowed with argument"),
+        (lambda d: ["--dataset", _file(d["tmp"] / "h.csv", "text,label\n")], r"h\.csv: it holds no examples \(a csv"),
+        (lambda d: ["--dataset", _file(d["tmp"] / "e.txt", "\n")], r"e\.txt: it holds no examples; give it at least"),
     ],
     ids=[
         "missing_file",
@@ -169,6 +176,8 @@ def test_layer_decay_gives_one_group_per_layer(tmp_path):
         "bad_choice",
         "bad_int",
         "model_and_config",
+        "header_only_csv",
+        "empty_text_file",
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(make_args, message, tmp_path, tokenizer, csv_file, capsys):

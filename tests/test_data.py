@@ -189,3 +189,19 @@ def test_tokens_seen_are_recorded_in_the_result(texts, tokenizer):
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
     assert result.metadata["tokens_seen"] == 5 * 2 * 4 * 32
+
+
+@pytest.mark.parametrize("make", ["causal", "masked", "seq_cls"])
+def test_no_examples_is_a_clear_error(make):
+    import hf_lrfind
+
+    tokenizer = hf_lrfind.train_tokenizer(hf_lrfind.load_sample_text()[:50])
+    tokenizer.pad_token = tokenizer.eos_token
+    calls = {
+        "causal": lambda texts: hf_lrfind.causal_lm_batches(texts, tokenizer),
+        "masked": lambda texts: hf_lrfind.masked_lm_batches(texts, tokenizer),
+        "seq_cls": lambda texts: hf_lrfind.seq_cls_batches(texts, [] if isinstance(texts, list) else None, tokenizer),
+    }
+    for texts in ([], Dataset.from_dict({"text": [], "label": []})):
+        with pytest.raises(ValueError, match="hold no examples; give at least one"):
+            calls[make](texts)

@@ -220,6 +220,10 @@ def test_bad_input(tmp_path):
         LRFinderCallback(method="valley", suggest=["steep"])
     with pytest.raises(TypeError, match="always stops"):
         find_lr(make_trainer(tmp_path), then="train")
+    empty = make_trainer(tmp_path)
+    empty.train_dataset = torch.utils.data.Subset(Tokens(), [])
+    with pytest.raises(ValueError, match="an empty train_dataset: give Trainer"):
+        find_lr(empty)
 
 
 def test_model_without_loss_is_refused_and_left_unchanged(tmp_path):

@@ -354,6 +354,10 @@ def find_lr(trainer: Trainer, *, config: LRFinderConfig | None = None, **kwargs:
         raise RuntimeError(
             "find_lr cannot run while the trainer is training; add LRFinderCallback(then='train') to its callbacks instead."
         )
+    dataset = trainer.train_dataset
+    if dataset is None or (hasattr(dataset, "__len__") and len(dataset) == 0):
+        which = "no train_dataset" if dataset is None else "an empty train_dataset"
+        raise ValueError(f"The trainer has {which}: give Trainer(train_dataset=...) at least one example to sweep on.")
     callback = LRFinderCallback(then="stop", config=config, **kwargs)
     callback._explain_stop = False
     before = AsBefore(trainer)
