@@ -14,7 +14,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .core.suggest import STOP_REASONS
 from .inputs import (
     TASKS,
     BadInput,
@@ -126,41 +125,8 @@ def _param_groups(model: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _summary(result: Any, output_dir: str) -> str:
-    meta = result.metadata
-    stops = sorted(set(result.stop_reason.values()))
-    tokens = f", {meta['tokens_seen']:,} tokens" if meta.get("tokens_seen") else ""
-    where = (
-        f"{meta['cost_steps']} optimizer steps in all{tokens}, {meta['wall_time_s']:.1f} s on {meta.get('device', '?')}"
-    )
-    if meta.get("strategy") == "sequential":
-        head = next(iter(meta.get("head_lr", {})), result.groups[0])
-        body = next(g for g in result.groups if g not in meta.get("head_lr", {head: None}))
-        lines = [
-            f"LR range test, head first then body: {where}",
-            f"  head sweep: {len(result.losses[head])} of {meta['num_steps']} steps, {STOP_REASONS[result.stop_reason[head]]}",
-            f"  head warm-up: {meta['warmup_steps']} steps at its suggestion, the body held still",
-            f"  body sweep: {len(result.losses[body])} of {meta['num_steps']} steps, {STOP_REASONS[result.stop_reason[body]]}",
-        ]
-    else:
-        steps = max(len(result.losses[g]) for g in result.groups)
-        reasons = ", ".join(STOP_REASONS[s] for s in stops)
-        if meta.get("num_sweeps", 1) > 1:
-            ran = f"{meta['num_sweeps']} sweeps of {meta['num_steps']} steps; their mean: {steps} steps, {reasons}"
-        else:
-            ran = f"1 sweep: {steps} of {meta['num_steps']} steps, {reasons}"
-        lines = [f"LR range test: {ran}; {where}"]
-    methods = list(dict.fromkeys(m for g in result.groups for m in result.suggestions[g]))
-    width = max(len("group"), *(len(g) for g in result.groups))
-    lines.append("  ".join([f"{'group':<{width}}", *(f"{m:>9}" for m in methods)]))
-    for group in result.groups:
-        cells = []
-        for m in methods:
-            value = result.suggestions[group].get(m)
-            cells.append(f"{value:>9.2e}" if value is not None else f"{'-':>9}")
-        lines.append("  ".join([f"{group:<{width}}", *cells]))
     json_path, png_path = os.path.join(output_dir, "lr_find.json"), os.path.join(output_dir, "lr_find.png")
-    lines.append(f"Wrote {json_path} and {png_path}")
-    return "\n".join(lines)
+    return f"{result.summary(table=True)}\nWrote {json_path} and {png_path}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -235,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         max_grad_norm=args.max_grad_norm or None,
         progress=not args.no_progress,
     )
+    finder._write_summary = False  # printed below, with every rule's table
     grouping = {}
     if args.groups == "auto" or args.layer_decay is not None:
         grouping = {"groups": "auto", "strategy": args.strategy, "layer_decay": args.layer_decay}

@@ -65,15 +65,19 @@ def test_embedded_default_in_process(tmp_path, capsys):
     assert result.metadata["tokens_seen"] == result.metadata["cost_steps"] * 8 * 128
     lines = capsys.readouterr().out.strip().splitlines()
     steps = len(result.losses["all"])
-    assert re.match(
-        rf"LR range test: 3 sweeps of 20 steps; their mean: {steps} steps, (ran to the end|stopped when the loss diverged); 60 optimizer steps in all",
+    trough = result.suggestions["all"]["trough"]
+    assert re.fullmatch(
+        rf"lr_find: use lr {trough:.2e} \(trough, the default rule\); (its curve passed the checks|check its curve first: \d warning\(s\) above)",
         lines[0],
     )
-    assert lines[1].split() == ["group", "trough", "valley", "slide", "steep", "minimum"]
-    assert lines[2].split()[0] == "all" and len(lines[2].split()) == 6
-    trough = result.suggestions["all"]["trough"]
-    assert lines[2].split()[1] == (f"{trough:.2e}" if trough is not None else "-")
-    assert len(lines) == 4  # the warnings are logged (stderr), not printed again
+    recorded = ", ".join(str(len(s)) for s in result.metadata["sweep_losses"]["all"])
+    assert lines[1].startswith(f"  3 sweeps from the same start on the next batches (steps recorded: {recorded} of 20;")
+    assert lines[1].endswith(f"the curve is their step-by-step mean, {steps} points")
+    assert lines[2].startswith("  cost: 60 optimizer steps in all (every step that ran, also those past a stop)")
+    assert lines[3].split() == ["group", "trough", "valley", "slide", "steep", "minimum"]
+    assert lines[4].split()[0] == "all" and len(lines[4].split()) == 6
+    assert lines[4].split()[1] == (f"{trough:.2e}" if trough is not None else "-")
+    assert len(lines) == 6  # the warnings are logged (stderr), not printed again
     assert lines[-1] == f"Wrote {out / 'lr_find.json'} and {out / 'lr_find.png'}"
 
 
@@ -82,7 +86,8 @@ def test_embedded_default_as_a_subprocess(tmp_path):
     cmd = [sys.executable, "-m", "hf_lrfind", "--num-steps", "10", "--output-dir", "out", "--suggest", "valley"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.splitlines()[1].split() == ["group", "valley"]
+    assert proc.stdout.splitlines()[0].startswith("lr_find: use lr ") and "(valley, the default rule)" in proc.stdout
+    assert proc.stdout.splitlines()[3].split() == ["group", "valley"]
     assert sorted(os.listdir(tmp_path / "out")) == ["lr_find.json", "lr_find.png"]
     assert sorted(os.listdir(tmp_path)) == ["out"]  # nothing cached or written anywhere else in the working folder
 
@@ -116,10 +121,13 @@ def test_groups_auto_on_a_classifier_sweeps_head_then_body(tmp_path, tokenizer, 
     out = capsys.readouterr().out
     assert re.search(r"^head ", out, re.M) and re.search(r"^body ", out, re.M)
     lines = out.splitlines()
-    assert lines[0].startswith(f"LR range test, head first then body: {12 + 6 + 12} optimizer steps in all")
-    assert re.fullmatch(r"  head sweep: \d+ of 12 steps, (ran to the end|stopped when the loss diverged)", lines[1])
-    assert lines[2] == "  head warm-up: 6 steps at its suggestion, the body held still"
-    assert re.fullmatch(r"  body sweep: \d+ of 12 steps, (ran to the end|stopped when the loss diverged)", lines[3])
+    assert lines[0].startswith("lr_find: use lr ") and " for head (trough, the default rule); " in lines[0]
+    assert " for body (trough, the default rule); " in lines[1]
+    one_sweep = r"1 sweep, (all 12 steps recorded|\d+ of 12 steps recorded: it stopped when the loss diverged)"
+    assert re.fullmatch(rf"  head sweep: {one_sweep}", lines[2])
+    assert lines[3] == "  head warm-up: 6 steps at its suggestion, the body held still"
+    assert re.fullmatch(rf"  body sweep: {one_sweep}", lines[4])
+    assert lines[5].startswith(f"  cost: {12 + 6 + 12} optimizer steps in all")
 
 
 def test_layer_decay_gives_one_group_per_layer(tmp_path):

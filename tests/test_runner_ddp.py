@@ -68,7 +68,7 @@ def test_cli_under_torchrun_shards_the_batches_and_reports_once(tmp_path):
     cli = ["-m", "hf_lrfind", "--num-steps", "10", "--output-dir", "out", "--no-progress", "--suggest", "valley"]
     proc = subprocess.run(launch + cli, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("LR range test:") == 1  # the main process alone prints
+    assert proc.stdout.count("lr_find: use lr") == 1  # the main process alone prints
     assert sorted(os.listdir(tmp_path / "out")) == ["lr_find.json", "lr_find.png"]
     meta = json.loads((tmp_path / "out" / "lr_find.json").read_text())["metadata"]
     assert meta["num_processes"] == 2 and meta["distributed_type"] == "MULTI_CPU"

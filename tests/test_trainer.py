@@ -439,16 +439,18 @@ def test_the_suggestions_are_shown_on_the_console_where_the_trainer_shows_its_me
     result = find_lr(make_trainer(tmp_path / "a", disable_tqdm=False), num_steps=8, num_sweeps=1, save_to=None)
     out = capsys.readouterr().out
     trough = result.suggestions["all"]["trough"]
-    assert f"lr_find all: trough {trough:.2e} (valley " in out
-    assert f"lr_find: {result.metadata['cost_steps']} optimizer steps; model, optimizer and RNG restored" in out
+    assert f"lr_find: use lr {trough:.2e} (trough); " in out
+    assert f"  cost: {result.metadata['cost_steps']} optimizer steps in all" in out and "  other rules: valley " in out
     finder = LRFinderCallback(num_steps=8, num_sweeps=1, save_to=None)
     make_trainer(tmp_path / "b", callbacks=[finder], disable_tqdm=False).train()
-    assert "lr_find all: trough" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"lr_find: use lr {finder.result.suggestion():.2e} (trough)" in out  # the rule training uses, named
+    assert f"lr_find: training now, at peak learning rate {finder.result.suggestion():.2e} (trough)" in out
     find_lr(
         make_trainer(tmp_path / "c"), num_steps=8, num_sweeps=1, save_to=None
     )  # disable_tqdm: no bar to write under
     out = capsys.readouterr().out
-    assert "lr_find all: trough" not in out and "'lr_find/all/trough'" in out  # the Trainer's PrinterCallback prints
+    assert "lr_find: use lr" not in out and "'lr_find/all/trough'" in out  # the Trainer's PrinterCallback prints
 
 
 class Tracker:

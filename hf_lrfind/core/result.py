@@ -145,6 +145,16 @@ class LRFinderResult:
             raise TypeError("scheduler= goes with an optimizer; a Trainer's own scheduler is set by apply(trainer).")
         _provided("apply")(self, target, method)
 
+    def summary(self, method: str | None = None, *, table: bool = False) -> str:
+        """
+        The result in a few lines: the rate to use for each group (by `method`, or the default rule, named), whether
+        its curve can be trusted, what the sweeps ran and what they cost, then the other rules' suggestions (every
+        rule, a row per group, with `table=True`).
+        """
+        from .summary import summarize
+
+        return summarize(self, method, table=table)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict; non-finite losses become `None`."""
         out = asdict(self)

@@ -87,7 +87,7 @@ class LRFinder:
         max_grad_norm (`float`, *optional*):
             Clip the gradient norm to this value with `accelerator.clip_grad_norm_` before each optimizer step.
         progress (`bool`, *optional*, defaults to `True`):
-            Show a progress bar (on the main process only).
+            Show a progress bar and, after the sweep, the result's summary (on the main process only).
 
     Example:
 
@@ -130,6 +130,7 @@ class LRFinder:
         self.loss_fn, self.max_grad_norm, self.progress = loss_fn, max_grad_norm, progress
         self.result: LRFinderResult | None = None
         self._strategy: tuple[str, dict[str, Any]] = ("joint", {})  # one sweep over the optimizer's own groups
+        self._write_summary = True  # the CLI prints its own
 
     def _is_prepared(self) -> bool:
         acc = self.accelerator
@@ -362,6 +363,10 @@ class LRFinder:
             # Free the DDP wrapper made for the sweep now, so that its gradient hooks go with it.
             del step, model, optimizer
             gc.collect()
+        if acc.is_main_process and self.progress and self._write_summary:  # which rate, and can it be trusted
+            from tqdm.auto import tqdm
+
+            tqdm.write(result.summary())
         if output_dir is not None and acc.is_main_process:
             result.save(os.path.join(output_dir, "lr_find.json"))
             result.plot(os.path.join(output_dir, "lr_find.png"))

@@ -303,19 +303,18 @@ def _tracker_logs(result: LRFinderResult, seconds: float | None = None) -> dict[
 
 
 def _console_summary(result: LRFinderResult, method: str, training: Trainer | None = None) -> str:
-    """One line per group: the suggestion used, the other rules, and the cost (the warnings are logged); with the
-    `training` trainer, the peak rates its training now uses."""
-    lines = []
-    for group in result.groups:
-        values = result.suggestions[group]
-        others = ", ".join(f"{m} {v:.2e}" for m, v in values.items() if m != method and v is not None)
-        chosen = "-" if values.get(method) is None else f"{values[method]:.2e}"
-        lines.append(f"lr_find {group}: {method} {chosen} ({others})")
-    lines.append(f"lr_find: {result.metadata['cost_steps']} optimizer steps; model, optimizer and RNG restored")
+    """The result's summary (the warnings are logged above it); with the `training` trainer, the peak rates its
+    training now uses."""
+    lines = [result.summary(method)]
     if training is not None:
         groups = training.optimizer.param_groups
-        peaks = ", ".join(f"{g.get('initial_lr', g['lr']):.2e}" for g in groups)
-        lines.append(f"lr_find: training now, at peak learning rate{'s' if len(groups) > 1 else ''} {peaks} ({method})")
+        peaks = dict(zip(param_group_names(groups), (g.get("initial_lr", g["lr"]) for g in groups)))
+        rates = (
+            ", ".join(f"{name} {lr:.2e}" for name, lr in peaks.items())
+            if len(peaks) > 1
+            else f"{peaks.popitem()[1]:.2e}"
+        )
+        lines.append(f"lr_find: training now, at peak learning rate{'s' if ',' in rates else ''} {rates} ({method})")
     return "\n".join(lines)
 
 

@@ -1,0 +1,99 @@
+"""A result in words: which rate to use, by which rule, whether its curve can be trusted, and what the sweep ran."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .suggest import STOP_REASONS
+
+if TYPE_CHECKING:
+    from .result import LRFinderResult
+
+
+def _sweeps(result: LRFinderResult, group: str) -> str:
+    """What the sweep(s) behind `group`'s curve ran, in words that cannot be misread."""
+    meta, n = result.metadata, len(result.losses[group])
+    planned, reason = meta["num_steps"], result.stop_reason[group]
+    lengths = [len(s) for s in meta.get("sweep_losses", {}).get(group, [])]
+    if len(lengths) > 1:
+        early = sum(length < planned for length in lengths)
+        recorded = ", ".join(str(length) for length in lengths)
+        stops = "all ran to the end" if not early else f"{early} stopped early, the middle one {STOP_REASONS[reason]}"
+        return (
+            f"{len(lengths)} sweeps from the same start on the next batches (steps recorded: {recorded} of {planned}; "
+            f"{stops}); the curve is their step-by-step mean, {n} points"
+        )
+    if reason == "num_steps":
+        return f"1 sweep, all {planned} steps recorded"
+    if n == planned:
+        return f"1 sweep, all {planned} steps recorded; it {STOP_REASONS[reason]} at the last one"
+    return f"1 sweep, {n} of {planned} steps recorded: it {STOP_REASONS[reason]}"
+
+
+def _cost(result: LRFinderResult) -> str:
+    meta = result.metadata
+    parts = [f"{meta['cost_steps']} optimizer steps in all (every step that ran, also those past a stop)"]
+    if meta.get("tokens_seen"):
+        parts.append(f"{meta['tokens_seen']:,} tokens")
+    if meta.get("wall_time_s") is not None:
+        parts.append(f"{meta['wall_time_s']:.1f} s" + (f" on {meta['device']}" if meta.get("device") else ""))
+    return ", ".join(parts)
+
+
+def _warnings_of(result: LRFinderResult, group: str) -> list[str]:
+    warnings = result.metadata.get("warnings", [])
+    distinct = len({tuple(result.losses[g]) for g in result.groups}) > 1
+    return [w for w in warnings if f"group {group!r}" in w] if distinct else list(warnings)
+
+
+def _table(result: LRFinderResult) -> list[str]:
+    """Every rule's suggestion, a row per group."""
+    methods = list(dict.fromkeys(m for g in result.groups for m in result.suggestions[g]))
+    width = max(len("group"), *(len(g) for g in result.groups))
+    rows = ["  ".join([f"{'group':<{width}}", *(f"{m:>9}" for m in methods)])]
+    for group in result.groups:
+        values = [result.suggestions[group].get(m) for m in methods]
+        cells = [f"{v:>9.2e}" if v is not None else f"{'-':>9}" for v in values]
+        rows.append("  ".join([f"{group:<{width}}", *cells]))
+    return rows
+
+
+def summarize(result: LRFinderResult, method: str | None = None, *, table: bool = False) -> str:
+    """
+    The result in a few lines: for each group the rate to use (the `method` rule, by default the first the sweep ran)
+    and whether its curve can be trusted, then what ran and what it cost, and the other rules' suggestions (a table
+    of every rule with `table=True`). The CLI prints it; the runner and the Trainer callback write it under their
+    progress bars.
+    """
+    meta = result.metadata
+    lines = []
+    for group in result.groups:
+        values = result.suggestions[group]
+        rule = method or next(iter(values))
+        default = "" if method else ", the default rule"
+        value = values.get(rule)
+        where = f" for {group}" if len(result.groups) > 1 else ""
+        use = f"use lr {value:.2e}{where} ({rule}{default})" if value is not None else f"no {rule} suggestion{where}"
+        warned = _warnings_of(result, group)
+        trust = f"check its curve first: {len(warned)} warning(s) above" if warned else "its curve passed the checks"
+        lines.append(f"lr_find: {use}; {trust}")
+    if meta.get("strategy") == "sequential":
+        head = next(iter(meta.get("head_lr", {})), result.groups[0])
+        body = [g for g in result.groups if g != head]
+        lines.append(f"  head sweep: {_sweeps(result, head)}")
+        lines.append(f"  head warm-up: {meta['warmup_steps']} steps at its suggestion, the body held still")
+        lines.extend(f"  {g} sweep: {_sweeps(result, g)}" for g in body)
+    else:
+        lines.append(f"  {_sweeps(result, result.groups[0])}")
+    lines.append(f"  cost: {_cost(result)}; the state before the sweep restored")
+    if table:
+        return "\n".join(lines + _table(result))
+    others = []
+    for group in result.groups:
+        rest = [f"{m} {v:.2e}" for m, v in result.suggestions[group].items() if m != (method or "") and v is not None]
+        rest = rest[1:] if method is None else rest
+        if rest:
+            others.append((f"{group}: " if len(result.groups) > 1 else "") + ", ".join(rest))
+    if others:
+        lines.append(f"  other rules: {'; '.join(others)}")
+    return "\n".join(lines)
