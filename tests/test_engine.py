@@ -304,12 +304,56 @@ def test_plot_lines_hold_the_recorded_data(tmp_path):
     np.testing.assert_allclose(raw_line.get_ydata(), result.losses["body"])
     np.testing.assert_allclose(smooth_line.get_ydata(), result.smoothed_losses["body"])
     markers = {line.get_label().split(":")[0]: line.get_xdata()[0] for line in ax.lines[2:]}
+    labels = [line.get_label() for line in ax.lines]
     for method in ("trough", "valley", "minimum"):  # each drawn at the rate it suggests, as its label says
         assert markers[method] == pytest.approx(result.suggestions["body"][method])
-        assert f"{method}: {result.suggestions['body'][method]:.2e}" in [line.get_label() for line in ax.lines]
+        default = " (default)" if method == "trough" else ""
+        assert f"{method}: {result.suggestions['body'][method]:.2e}{default}" in labels
     assert ax.get_xscale() == "log"
-    (centred,) = [line for line in ax.lines if line.get_label() == "centred mean (trough)"]  # the curve trough reads
-    np.testing.assert_allclose(centred.get_ydata(), centered_mean(result.losses["body"], 2))
+    (centred,) = [line for line in ax.lines if line.get_label() == "centred mean (trough reads)"]
+    # the curve trough reads: the prepared points (the first num_steps // 10 and the last 5 skipped), centred
+    np.testing.assert_allclose(centred.get_xdata(), result.lrs["body"][6:55])
+    np.testing.assert_allclose(centred.get_ydata(), centered_mean(result.losses["body"][6:55], 2))
+
+
+def test_plot_marks_the_default_where_it_read_and_keeps_the_raw_bottom_in_view(tmp_path):
+    lrs = [1e-6 * 10 ** (i / 10) for i in range(60)]
+    raw = [1.0 - 0.01 * i for i in range(55)] + [0.05] * 5  # the lowest points lie in the skipped tail
+    raw[20] = 0.01  # one raw point far below the smoothed curve
+    result = LRFinderResult(
+        lrs={"all": lrs},
+        losses={"all": raw},
+        smoothed_losses={"all": list(debiased_ema(raw, 0.98))},
+        suggestions={"all": {"trough": None, "valley": lrs[30]}},
+        stop_reason={"all": "num_steps"},
+        metadata={"num_steps": 60, "skip_start": 6, "skip_end": 5},
+    )
+    from hf_lrfind.core.suggest import trough
+
+    result.suggestions["all"]["trough"] = trough(lrs[6:55], raw[6:55])
+    (ax,) = result.plot(tmp_path / "p.png").axes
+    (bottom,) = [line for line in ax.lines if line.get_marker() == "|"]
+    assert bottom.get_xdata()[0] == lrs[54] and bottom.get_xdata()[0] / 3 == result.suggestions["all"]["trough"]
+    (default,) = [line for line in ax.lines if line.get_label().endswith("(default)")]
+    (other,) = [line for line in ax.lines if line.get_label().startswith("valley")]
+    assert default.get_label().startswith("trough") and default.get_markersize() > other.get_markersize()
+    (vertical,) = [line for line in ax.lines if list(line.get_xdata()) == [default.get_xdata()[0]] * 2]
+    assert ax.get_ylim()[0] < 0.01  # the raw curve's bottom is in view
+    assert ax.get_title() == "LR range test: ran to the end"
+
+
+def test_the_progress_bar_counts_the_steps_recorded_and_names_its_loss(capsys):
+    model = tiny_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    losses = [1.0] * 13 + [100.0] * 20  # diverges at step 14, found at the check after step 20
+    step, calls = make_step(model, opt, losses=losses)
+    result = range_test(step, model, opt, LRFinderConfig(num_steps=30, num_sweeps=1, check_every=10), progress=True)
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert len(calls) == 20 and len(result.losses["all"]) == 14 and result.metadata["cost_steps"] == 20
+    assert "14/30" in bar[-1] and "stopped when the loss diverged at step 14" in bar[-1]
+    assert any("smoothed loss=" in line for line in bar)
+    glossary = result.metadata["glossary"]
+    assert {"steps_run", "cost_steps"} <= set(glossary) and "past a stop" in glossary["cost_steps"]
 
 
 def test_plot_limits_show_the_drop_and_every_marker(tmp_path):
@@ -328,7 +372,7 @@ def test_plot_limits_show_the_drop_and_every_marker(tmp_path):
     assert len(fig.axes) == 2
     for ax in fig.axes:
         low, high = ax.get_ylim()
-        for line in ax.lines[2:]:
+        for line in [line for line in ax.lines[2:] if line.get_linestyle() == "None"]:  # the markers
             assert low < line.get_ydata()[0] < high, line.get_label()
         curve = ax.lines[1].get_ydata()
         assert low < min(curve) and curve[0] < high and high - low < 2  # the drop is visible, the tail is cut

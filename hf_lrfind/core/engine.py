@@ -20,7 +20,7 @@ from .recorder import LossRecorder, debiased_ema
 from .result import LRFinderResult
 from .schedule import base_lr, group_bounds, lr_at, param_group_names
 from .state import StateSnapshot, rng_state, set_rng_state
-from .suggest import curve_warnings, prepare_curve, suggest_all
+from .suggest import STOP_REASONS, curve_warnings, prepare_curve, suggest_all
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,16 @@ class Curve:
     def steps_run(self) -> int:
         """Points recorded (all sweeps)."""
         return sum(len(s) for s in self.sweeps) if self.sweeps else len(self.losses)
+
+
+# What the counts in `result.metadata` count (also written to lr_find.json).
+GLOSSARY = {
+    "num_steps": "steps each sweep was asked to run",
+    "steps_run": "points recorded, over all sweeps: a sweep that stops runs on to its next loss check, and those steps are not recorded",
+    "cost_steps": "optimizer steps that ran, over all sweeps and phases: the recorded ones, those run past a stop, fp16 steps the scaler skipped, and the head warm-up of the sequential strategy",
+    "skipped_steps": "fp16 steps the gradient scaler skipped (tried again at the same rate)",
+    "tokens_seen": "input tokens of every step that ran, over all processes",
+}
 
 
 def mean_of_sweeps(sweeps: Sequence[Sequence[float]]) -> list[float]:
@@ -162,8 +172,14 @@ def sweep(
             if recorder.append(out.loss):
                 break
             if step % config.check_every == 0:  # the recorder has just read the losses back
-                bar.set_postfix(lr=f"{lrs[shown]:.2e}", loss=f"{recorder.smoothed[-1]:.4g}", refresh=False)
+                bar.set_postfix_str(f"lr={lrs[shown]:.2e}, smoothed loss={recorder.smoothed[-1]:.4g}", refresh=False)
         recorder.check()
+        if recorder.stop_reason is not None:  # the bar counts the steps recorded, not those run past the stop
+            stop_reason = recorder.stop_reason
+            bar.n = len(recorder.losses)
+            bar.set_postfix_str(f"{STOP_REASONS[stop_reason]} at step {bar.n}", refresh=False)
+        elif stop_reason != "num_steps":
+            bar.set_postfix_str(STOP_REASONS[stop_reason], refresh=False)
     finally:
         bar.close()
     if recorder.stop_reason is not None:
@@ -248,6 +264,7 @@ def build_result(
     }
     meta.update(metadata or {})
     meta["cost_steps"] = sum(c.executed for c in unique) + meta.get("warmup_steps", 0)
+    meta["glossary"] = GLOSSARY
     if any(c.sweeps for c in unique):  # once per curve: the first group that reads it
         first = {id(c): g for g, c in reversed(curves.items())}
         meta["sweep_losses"] = {g: c.sweeps for g, c in curves.items() if c.sweeps and first[id(c)] == g}

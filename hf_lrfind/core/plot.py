@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .suggest import SUGGESTERS, TROUGH_HALF_WIDTH, centered_mean, finite_length
+from .suggest import STOP_REASONS, SUGGESTERS, TROUGH_HALF_WIDTH, centered_mean, prepare_curve
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -32,12 +32,14 @@ def _distinct_groups(result: LRFinderResult) -> dict[str, list[str]]:
     return panels
 
 
-def _y_limits(smoothed: np.ndarray, marked: list[float]) -> tuple[float, float] | None:
-    """Limits that show the smoothed curve's start, its lowest point and every marker, not the diverging tail."""
+def _y_limits(smoothed: np.ndarray, raw: np.ndarray, marked: list[float]) -> tuple[float, float] | None:
+    """Limits that show the smoothed curve's start, the lowest points of the smoothed and the raw loss, and every
+    marker, not the diverging tail."""
     finite = smoothed[np.isfinite(smoothed)]
     if len(finite) < 2:
         return None
-    keep = [float(finite[0]), float(finite.min()), *(y for y in marked if np.isfinite(y))]
+    lows = [float(np.min(raw[np.isfinite(raw)]))] if np.isfinite(raw).any() else []
+    keep = [float(finite[0]), float(finite.min()), *lows, *(y for y in marked if np.isfinite(y))]
     lo, hi = min(keep), max(keep)
     span = max(hi - lo, 0.02 * abs(hi), 1e-6)
     return lo - 0.1 * span, hi + 0.5 * span
@@ -50,7 +52,11 @@ def plot_result(
     Plot loss against learning rate (log x axis for an exponential sweep): raw loss faint (the mean of the sweeps),
     fastai's EMA bold, the centred mean `trough` reads dashed, one marker per suggestion, at the rate it suggests on
     the curve it reads, with its value in the legend. The y limits show the start, the bottom and every marker, not
-    the diverging tail. Groups that share one curve share one panel. Never calls `plt.show()`.
+    the diverging tail. The default rule (the first the sweep ran, which `result.suggestion()` returns) is marked
+    larger, with a vertical line at its rate. The centred mean is drawn over the points `trough` reads (the prepared
+    curve: the first and last points skipped), with the bottom it found. The y limits show the start, the bottoms of
+    the smoothed and the raw loss, and every marker, not the diverging tail. Groups that share one curve share one
+    panel. Never calls `plt.show()`.
 
     Args:
         result ([`LRFinderResult`]): the result to plot.
@@ -78,37 +84,53 @@ def plot_result(
         if len(axes) != len(groups):
             raise ValueError(f"This result needs {len(groups)} axes (groups {groups}); {len(axes)} were given.")
         fig = axes[0].figure
+    meta = result.metadata
+    skips = {
+        "num_steps": meta.get("num_steps"),
+        "skip_start": meta.get("skip_start"),
+        "skip_end": meta.get("skip_end", 5),
+    }
     for a, group in zip(axes, groups):
         lrs = np.asarray(result.lrs[group], dtype=float)
-        if show_raw:
-            a.plot(lrs, result.losses[group], color="C0", alpha=0.3, linewidth=1, label="raw loss")
-        smoothed = np.asarray(result.smoothed_losses[group], dtype=float)
-        a.plot(lrs, smoothed, color="C0", linewidth=2, label="smoothed loss")
         raw = np.asarray(result.losses[group], dtype=float)
-        cut = finite_length(raw)
-        centred = centered_mean(raw[:cut], TROUGH_HALF_WIDTH)  # what trough reads: no lag, unlike the EMA
-        marked = [float(centred.min())] if cut else []
+        if show_raw:
+            a.plot(lrs, raw, color="C0", alpha=0.3, linewidth=1, label="raw loss")
+        smoothed = np.asarray(result.smoothed_losses[group], dtype=float)
+        a.plot(lrs, smoothed, color="C0", linewidth=2, label="smoothed loss (EMA)")
+        # What trough reads: the centred mean of the prepared raw curve (no lag, unlike the EMA), and its bottom.
+        read_lrs, read = prepare_curve(lrs, raw, **skips)
+        centred = centered_mean(read, TROUGH_HALF_WIDTH)
+        marked: list[float] = []
+        if len(centred):
+            bottom = int(np.argmin(centred))
+            a.plot(read_lrs, centred, color="C0", linestyle="--", linewidth=1, label="centred mean (trough reads)")
+            a.plot([read_lrs[bottom]], [centred[bottom]], linestyle="none", marker="|", markersize=14, color="C0")
+            marked.append(float(centred[bottom]))
         for i, (method, lr) in enumerate(result.suggestions[group].items()):
             if lr is None:
                 continue
             # drawn at the rate it suggests, on the curve it reads
-            curve = centred if getattr(SUGGESTERS.get(method), "uses_raw_losses", False) and cut else smoothed
-            y = float(np.interp(lr, lrs[: len(curve)], curve))
+            raw_rule = getattr(SUGGESTERS.get(method), "uses_raw_losses", False) and len(centred)
+            x, curve = (read_lrs, centred) if raw_rule else (lrs, smoothed)
+            y = float(np.interp(lr, x[: len(curve)], curve))
             marked.append(y)
-            marker = _MARKERS.get(method, "x")
-            a.plot(
-                [lr], [y], linestyle="none", marker=marker, markersize=8, color=f"C{i + 1}", label=f"{method}: {lr:.2e}"
-            )
-        if cut:
-            a.plot(lrs[:cut], centred, color="C0", linestyle="--", linewidth=1, label="centred mean (trough)")
-        limits = _y_limits(smoothed, marked)
+            style = {"marker": _MARKERS.get(method, "x"), "color": f"C{i + 1}", "linestyle": "none"}
+            if i == 0:  # the default: what result.suggestion() returns
+                a.axvline(lr, color=f"C{i + 1}", linestyle=":", linewidth=1.5)
+                a.plot(
+                    [lr], [y], markersize=12, markeredgecolor="black", label=f"{method}: {lr:.2e} (default)", **style
+                )
+            else:
+                a.plot([lr], [y], markersize=7, label=f"{method}: {lr:.2e}", **style)
+        limits = _y_limits(smoothed, raw, marked)
         if limits is not None:
             a.set_ylim(*limits)
         a.set_xscale("log" if result.metadata.get("mode", "exp") == "exp" else "linear")
         a.set_xlabel("learning rate" + (f" of {group}" if len(panels[group]) > 1 else ""))
         a.set_ylabel("loss")
         same = panels[group][1:]
-        title = group if len(groups) > 1 or same else f"LR range test ({result.stop_reason.get(group, '')})"
+        stop = result.stop_reason.get(group, "")
+        title = group if len(groups) > 1 or same else f"LR range test: {STOP_REASONS.get(stop, stop)}"
         if same:
             title += f" (the same curve for {', '.join(same)}, at their fixed ratios)"
         a.set_title(title, fontsize="medium")
