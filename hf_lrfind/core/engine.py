@@ -59,6 +59,7 @@ class Curve:
     wall_time: float = 0.0
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
     sweeps: list[list[float]] = field(default_factory=list)  # each sweep's raw losses, when several were averaged
+    sweep_stops: list[str] = field(default_factory=list)  # and why each stopped
     executed: int = 0  # training steps run (skipped ones and those past the stopping point included), all sweeps
 
     @property
@@ -113,6 +114,7 @@ def average_sweeps(curves: Sequence[Curve], beta: float) -> Curve:
         wall_time=sum(c.wall_time for c in curves),
         bounds=curves[0].bounds,
         sweeps=[list(c.losses) for c in curves],
+        sweep_stops=[c.stop_reason for c in curves],
         executed=sum(c.executed for c in curves),
     )
 
@@ -268,6 +270,7 @@ def build_result(
     if any(c.sweeps for c in unique):  # once per curve: the first group that reads it
         first = {id(c): g for g, c in reversed(curves.items())}
         meta["sweep_losses"] = {g: c.sweeps for g, c in curves.items() if c.sweeps and first[id(c)] == g}
+        meta["sweep_stop_reasons"] = {g: c.sweep_stops for g, c in curves.items() if c.sweeps and first[id(c)] == g}
     return LRFinderResult(
         lrs=lrs, losses=losses, smoothed_losses=smoothed, suggestions=suggestions, stop_reason=stop, metadata=meta
     )

@@ -16,9 +16,14 @@ def _sweeps(result: LRFinderResult, group: str) -> str:
     planned, reason = meta["num_steps"], result.stop_reason[group]
     lengths = [len(s) for s in meta.get("sweep_losses", {}).get(group, [])]
     if len(lengths) > 1:
-        early = sum(length < planned for length in lengths)
+        reasons = meta.get("sweep_stop_reasons", {}).get(group) or ["num_steps"] * len(lengths)
         recorded = ", ".join(str(length) for length in lengths)
-        stops = "all ran to the end" if not early else f"{early} stopped early, the middle one {STOP_REASONS[reason]}"
+        ended = [
+            f"sweep {i + 1} {STOP_REASONS[r]} at step {length}"
+            for i, (r, length) in enumerate(zip(reasons, lengths))
+            if r != "num_steps"
+        ]
+        stops = "; ".join(ended) if ended else "all ran to the end"
         return (
             f"{len(lengths)} sweeps from the same start on the next batches (steps recorded: {recorded} of {planned}; "
             f"{stops}); the curve is their step-by-step mean, {n} points"
