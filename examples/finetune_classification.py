@@ -19,7 +19,6 @@ accuracy of about 0.75.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections import Counter
@@ -45,6 +44,7 @@ from transformers import (  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "scripts"))
 from study_minilm import AREAS, build_task  # noqa: E402
 
+import hf_lrfind  # noqa: E402
 from hf_lrfind import find_lr  # noqa: E402
 
 LABELS = dict(enumerate(AREAS))
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision, for the sweep and the training")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("hf_lrfind").setLevel(logging.INFO)  # which parameters went to which group
+    hf_lrfind.verbosity.set_verbosity_info()  # which parameters went to which group (warnings show by default)
 
     torch.manual_seed(0)  # the new head's (or the tiny model's) initialisation
     train, eval_set = build_task(per_class=350, eval_fraction=0.3)
@@ -163,17 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     result = find_lr(
         trainer, groups=None if args.groups == "none" else "auto", loading_info=loading_info, num_steps=args.num_steps
     )
-    methods = list(result.suggestions[result.groups[0]])
-    print(f"\n{'group':8}" + "".join(f"{m:>10}" for m in methods) + "  stop")
-    for group in result.groups:
-        values = "".join(f"{'-' if v is None else f'{v:.2e}':>10}" for v in result.suggestions[group].values())
-        print(f"{group:8}{values}  {result.stop_reason[group]}")
+    # Its summary (which rate per group, by which rule, whether each curve passed the checks) is on the console.
     print(f"curves: {os.path.join(args.output_dir, 'lr_find.png')}")
-
     result.apply(trainer)  # method="trough": each group's suggestion is the peak of the warmup/decay schedule
     print("training at " + ", ".join(f"{g}={result.suggestion('trough', g):.2e}" for g in result.groups))
-    for message in result.metadata["warnings"]:
-        print(f"warning: {message}")
     trainer.train()
     metrics = trainer.evaluate()
     print(f"eval loss {metrics['eval_loss']:.4f}, accuracy {metrics['eval_accuracy']:.3f}")

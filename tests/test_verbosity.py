@@ -45,7 +45,8 @@ def test_the_warning_is_silenced_off_the_main_process_or_when_asked(before, env)
 
 
 def test_info_shows_the_sweep_and_a_program_that_configures_logging_sees_each_message_once():
-    assert "[hf_lrfind] LR range test: 20 steps recorded" in run("hf_lrfind.verbosity.set_verbosity_info()")
+    info = run("hf_lrfind.verbosity.set_verbosity_info()")
+    assert "[hf_lrfind] LR range test: 20 of 20 steps recorded, ran to the end." in info
     err = run("import logging; logging.basicConfig(); hf_lrfind.verbosity.enable_propagation()")
     assert err.count("never clearly dropped") == 2  # ours and the root logger's: propagation is opt-in
     assert run("import logging; logging.basicConfig()").count("never clearly dropped") == 1

@@ -192,7 +192,8 @@ def sweep(
         by_name.setdefault(name, [row[i] for row in applied[:n]])
     if isinstance(tokens, torch.Tensor):
         tokens = int(tokens.item())
-    logger.info(f"{description}: {n} steps recorded, stopped by {stop_reason}, {skipped} skipped.")
+    skips = f"; the gradient scaler skipped {skipped}" if skipped else ""
+    logger.info(f"{description}: {n} of {config.num_steps} steps recorded, {STOP_REASONS[stop_reason]}{skips}.")
     return Curve(
         lrs=by_name,
         losses=recorder.losses,

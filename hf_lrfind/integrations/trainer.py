@@ -261,7 +261,7 @@ class LRFinderCallback(_TrainerEvents):
         folder = trainer.args.output_dir if self.save_to == "output_dir" else os.fspath(self.save_to)
         result.save(os.path.join(folder, "lr_find.json"))
         result.plot(os.path.join(folder, "lr_find.png"))
-        logger.info(f"LR range test: suggestions {result.suggestions}; wrote {folder}/lr_find.json and lr_find.png")
+        logger.info(f"LR range test: wrote {folder}/lr_find.json and lr_find.png")
 
 
 # What the Trainer logs about a training run (`speed_metrics("train", ...)` and `_finalize_training`).
