@@ -8,7 +8,6 @@ the same under `python`, `torchrun` and `accelerate launch`; only the main proce
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -187,8 +186,6 @@ def run(args: argparse.Namespace) -> int:
 
     # cpu=True where there is no accelerator: without it accelerate runs each torchrun process on its own.
     accelerator = Accelerator(mixed_precision=args.mixed_precision, cpu=args.cpu or not has_accelerator())
-    if not accelerator.is_main_process:  # one copy of each warning, from the main process
-        logging.getLogger("hf_lrfind").setLevel(logging.ERROR)
     set_seed(args.seed)
     model = build_model(task, args, model_config, tokenizer, num_labels)
     loader = make_batches(task, args, texts, tokenizer, labels)

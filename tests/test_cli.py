@@ -67,7 +67,7 @@ def test_embedded_default_in_process(tmp_path, capsys):
     steps = len(result.losses["all"])
     trough = result.suggestions["all"]["trough"]
     assert re.fullmatch(
-        rf"lr_find: use lr {trough:.2e} \(trough, the default rule\); (its curve passed the checks|check its curve first: \d warning\(s\) above)",
+        rf"lr_find: use lr {trough:.2e} \(trough, the default rule\); (its curve passed the checks|check its curve first: \d warning\(s\) logged)",
         lines[0],
     )
     recorded = ", ".join(str(len(s)) for s in result.metadata["sweep_losses"]["all"])

@@ -8,6 +8,15 @@ from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_wi
 from hf_lrfind import LRFinderResult
 
 SCHEDULES = {
+    "sequential": lambda opt: torch.optim.lr_scheduler.SequentialLR(
+        opt,
+        [
+            torch.optim.lr_scheduler.LinearLR(opt, 0.1, total_iters=3),
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, 7),
+        ],
+        milestones=[3],
+    ),
+    "step": lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.5),
     "linear": lambda opt: get_linear_schedule_with_warmup(opt, num_warmup_steps=3, num_training_steps=10),
     "cosine": lambda opt: get_cosine_schedule_with_warmup(opt, num_warmup_steps=3, num_training_steps=10),
     "lambda": lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5**step),
@@ -49,7 +58,7 @@ def test_the_schedule_peaks_at_the_suggestion(schedule, prepared):
         _, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     result_for({"all": 3e-4}).apply(optimizer, scheduler=scheduler)
     assert lrs_over(optimizer, scheduler) == pytest.approx(expected, rel=1e-12)
-    assert max(expected) == pytest.approx(3e-4)  # the peak: after the warm-up, or the LambdaLR's first step
+    assert max(expected) == pytest.approx(3e-4)  # the peak: after the warm-up, or at the first step
 
 
 def test_mid_schedule_and_per_group_rates_and_no_scheduler():
@@ -81,3 +90,18 @@ def test_bad_targets_say_what_to_do_and_change_nothing():
     with pytest.raises(TypeError, match="scheduler= goes with an optimizer"):
         result_for({"all": 1e-4}).apply(object(), scheduler=object())
     assert [g["lr"] for g in optimizer.param_groups] == [1e-3, 1e-3]
+
+
+def test_a_scheduler_that_peaks_at_its_own_max_lr_is_refused_and_nothing_changes(caplog):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    one_cycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=10)
+    before = [dict(g, params=None) for g in optimizer.param_groups], list(one_cycle.base_lrs)
+    with pytest.raises(
+        TypeError, match="OneCycleLR peaks at its own max_lr, not at the optimizer.s rates: build it with max_lr="
+    ):
+        result_for({"all": 1e-3}).apply(optimizer, scheduler=one_cycle)
+    assert ([dict(g, params=None) for g in optimizer.param_groups], list(one_cycle.base_lrs)) == before
+    with caplog.at_level("WARNING", logger="hf_lrfind.core.peak"):
+        result_for({"all": 1e-3}).apply(optimizer)  # its scheduler left out: said, since it would undo the rate
+    assert "pass it too, result.apply(optimizer, scheduler=lr_scheduler)" in caplog.text

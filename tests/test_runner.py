@@ -377,6 +377,29 @@ def test_dataloader_generator_is_left_as_it_was():
     assert order == [b["input_ids"][:, 0].tolist() for b in twin]
 
 
+@pytest.mark.parametrize("kind", ["torch", "numpy"])
+def test_a_collator_wrapped_by_the_trainer_draws_as_before(kind):
+    import numpy as np
+    from transformers.trainer_utils import RemoveColumnsCollator
+
+    from hf_lrfind.integrations.accelerate_state import DataOrder
+
+    class Masking:  # a collator with its own generator, as DataCollatorForLanguageModeling(seed=...) has
+        def __init__(self):
+            self.generator = torch.Generator().manual_seed(0) if kind == "torch" else np.random.default_rng(0)
+
+        def __call__(self, examples):
+            g = self.generator
+            return {"draw": float(torch.rand(1, generator=g)) if kind == "torch" else g.random()}
+
+    wrapped = RemoveColumnsCollator(Masking(), signature_columns=["draw"], model_name="tiny")
+    loader = torch.utils.data.DataLoader(list(range(4)), batch_size=2, collate_fn=wrapped)
+    order = DataOrder(loader)
+    first = [b["draw"] for b in loader]
+    order.restore()
+    assert [b["draw"] for b in loader] == first
+
+
 def test_accelerate_state_snapshot_restores_and_leaves_checkpoints_alone(tmp_path):
     project = ProjectConfiguration(project_dir=str(tmp_path), automatic_checkpoint_naming=True, total_limit=1)
     accelerator = Accelerator(cpu=True, project_config=project)

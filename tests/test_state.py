@@ -173,3 +173,26 @@ def test_gradients_present_at_the_snapshot_come_back_and_tied_weights_are_copied
     optimizer.zero_grad()
     snapshot.restore()
     assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+
+
+def test_accelerates_optimizer_is_restored_in_place_and_state_under_other_keys_comes_back():
+    from accelerate import Accelerator
+
+    model = Frozen()
+
+    class Counting(torch.optim.AdamW):  # keeps a count under a key that is not a parameter, as some optimizers do
+        def step(self, closure=None):
+            self.state["calls"] = self.state.get("calls", 0) + 1
+            return super().step(closure)
+
+    optimizer = Accelerator(cpu=True).prepare_optimizer(Counting(model.head.parameters(), lr=1e-3))
+    step = step_for(model, optimizer)
+    step()
+    snapshot = StateSnapshot(model, optimizer)  # the Trainer hands over accelerate's AcceleratedOptimizer
+    assert snapshot._in_place and snapshot.optimizer is optimizer.optimizer
+    tensors = {id(v) for p, s in optimizer.state.items() if isinstance(p, torch.Tensor) for v in s.values()}
+    for _ in range(3):
+        step()
+    snapshot.restore()
+    assert optimizer.state["calls"] == 1
+    assert {id(v) for p, s in optimizer.state.items() if isinstance(p, torch.Tensor) for v in s.values()} == tensors

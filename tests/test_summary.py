@@ -50,4 +50,12 @@ def test_a_sweep_that_diverged_at_its_last_step_says_so_without_contradiction():
 def test_a_curve_with_a_warning_is_not_presented_as_trustworthy():
     result = run([[1.0] * 30], 30, diverge_threshold=None)  # never drops
     first = result.summary().splitlines()[0]
-    assert first.endswith("check its curve first: 1 warning(s) above") and result.metadata["warnings"]
+    assert first.endswith("check its curve first: 1 warning(s) logged") and result.metadata["warnings"]
+
+
+def test_the_other_rules_are_listed_when_the_default_gave_none():
+    result = run([DROP], 60, diverge_threshold=None)
+    result.suggestions["all"]["trough"] = None
+    lines = result.summary().splitlines()
+    assert lines[0].startswith("lr_find: no trough suggestion")
+    assert lines[-1].startswith(f"  other rules: valley {result.suggestion('valley'):.2e}, ")

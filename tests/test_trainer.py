@@ -398,12 +398,16 @@ def test_callback_stop_restores_a_batch_run_by_another_loop(tmp_path):
 
     alone = make_trainer(tmp_path / "a")
     alone_losses = train_losses(alone)
-    own = OwnLoop()
-    trainer = make_trainer(tmp_path / "b", callbacks=[LRFinderCallback(then="stop", num_steps=8, save_to=None), own])
+    own, tracker = OwnLoop(), Tracker()
+    finder = LRFinderCallback(then="stop", num_steps=8, save_to=None)
+    trainer = make_trainer(tmp_path / "b", callbacks=[finder, own, tracker], save_strategy="steps", save_steps=1)
     own.trainer = trainer
     before = weights(trainer.model)
     trainer.train()
     assert trainer.state.global_step == 0 and not [h for h in trainer.state.log_history if "loss" in h]
+    # The batch that ran was not logged to trackers, nor saved (the Trainer's flow callback did not switch them on).
+    assert not [logs for logs in tracker.logs if "loss" in logs] and not list((tmp_path / "b").glob("checkpoint-*"))
+    trainer.args.save_strategy = "no"
     assert_same(before, weights(trainer.model))
     assert train_losses(trainer) == alone_losses
     assert_same(weights(alone.model), weights(trainer.model))

@@ -23,21 +23,41 @@ def _inner(obj: Any, attr: str, cls: type) -> Any:
     return held if isinstance(held, cls) else obj
 
 
+def _schedulers(scheduler: Any) -> list[Any]:
+    """The scheduler and those it runs (SequentialLR, ChainedScheduler), depth first."""
+    if scheduler is None:
+        return []
+    return [scheduler, *(s for child in getattr(scheduler, "_schedulers", []) for s in _schedulers(child))]
+
+
+def check_scheduler(scheduler: Any) -> None:
+    """Refuse, before anything changes, a scheduler whose peak is not its base rates (OneCycleLR, CyclicLR)."""
+    from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
+
+    for s in _schedulers(scheduler):
+        if isinstance(s, (OneCycleLR, CyclicLR)):
+            raise TypeError(
+                f"{type(s).__name__} peaks at its own max_lr, not at the optimizer's rates: build it with max_lr=result.suggestion() (a list, one per group, for several groups) instead of calling apply."
+            )
+
+
 def set_peak_lrs(optimizer: Any, scheduler: Any, names: list[str], lrs: Mapping[str, float]) -> None:
     """
-    Make `lrs` (by group name) the peak of the schedule: each group's `initial_lr` and the scheduler's `base_lrs`, and
-    its current `lr` at the schedule's current point (`base * lambda(step)` for a `LambdaLR`, the kind transformers'
-    schedules are; the current factor kept for other schedulers; `lr` itself without a scheduler).
+    Make `lrs` (by group name) the peak of the schedule: each group's `initial_lr` and the base rates of the
+    scheduler and of those it runs (SequentialLR, ChainedScheduler), and its current `lr` at the schedule's current
+    point: `base * lambda(step)` for a `LambdaLR` (the kind transformers' schedules are), the current factor kept
+    for other schedulers, `lr` itself without a scheduler. See [`check_scheduler`] for those it refuses.
     """
     from torch.optim.lr_scheduler import LambdaLR
 
+    check_scheduler(scheduler)
     groups = optimizer.param_groups
-    base_lrs = getattr(scheduler, "base_lrs", None)
+    bases = [s.base_lrs for s in _schedulers(scheduler) if len(getattr(s, "base_lrs", [])) == len(groups)]
     for i, (group, name) in enumerate(zip(groups, names)):
         new, old = lrs[name], float(base_lr(group))
         if "initial_lr" in group:
             group["initial_lr"] = new
-        if base_lrs is not None and len(base_lrs) == len(groups):
+        for base_lrs in bases:
             base_lrs[i] = new
         if isinstance(scheduler, LambdaLR):
             group["lr"] = new * scheduler.lr_lambdas[i](scheduler.last_epoch)
@@ -70,7 +90,10 @@ def apply_to_optimizer(
     Make the suggestions the peak learning rates of a training loop's schedule: each param group's `lr` (and
     `initial_lr`), and the scheduler's base rates, so that the schedule (warm-up, decay) peaks at the suggestion.
     Takes what `accelerator.prepare` returned (`AcceleratedOptimizer`, `AcceleratedScheduler`) or plain torch objects,
-    before training or at any point of the schedule. Returns the rate set per group name (also logged).
+    before training or during it. Exact at any point for a `LambdaLR` (transformers' schedules); for other
+    schedulers (`StepLR`, `CosineAnnealingLR`, `SequentialLR` and `ChainedScheduler` of them) exact before training,
+    while mid-schedule the current factor is kept. `OneCycleLR` and `CyclicLR`, which peak at their own `max_lr`, are
+    refused (build them with `max_lr=` the suggestion). Returns the rate set per group name (also logged).
     """
     optimizer = _inner(optimizer, "optimizer", torch.optim.Optimizer)
     scheduler = _inner(scheduler, "scheduler", torch.optim.lr_scheduler.LRScheduler)
@@ -85,6 +108,10 @@ def apply_to_optimizer(
         raise ValueError("The scheduler drives another optimizer; pass the optimizer it was built with.")
     names = param_group_names(optimizer.param_groups)
     lrs = peak_lrs_for(result, names, method)
+    if scheduler is None and any("initial_lr" in g for g in optimizer.param_groups):
+        logger.warning(
+            "The optimizer already has an LR scheduler (its param groups carry initial_lr), which will put its own peak back at its next step: pass it too, result.apply(optimizer, scheduler=lr_scheduler)."
+        )
     set_peak_lrs(optimizer, scheduler, names, lrs)
     logger.info(f"Peak learning rate{'s' if len(lrs) > 1 else ''} set from the suggestions: {_rates(lrs)}")
     return lrs

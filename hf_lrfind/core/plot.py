@@ -46,23 +46,28 @@ def _y_limits(smoothed: np.ndarray, raw: np.ndarray, marked: list[float]) -> tup
 
 
 def plot_result(
-    result: LRFinderResult, path: str | os.PathLike | None = None, ax: Any = None, *, show_raw: bool = True
+    result: LRFinderResult,
+    path: str | os.PathLike | None = None,
+    ax: Any = None,
+    *,
+    show_raw: bool = True,
+    method: str | None = None,
 ) -> matplotlib.figure.Figure:
     """
     Plot loss against learning rate (log x axis for an exponential sweep): raw loss faint (the mean of the sweeps),
     fastai's EMA bold, the centred mean `trough` reads dashed, one marker per suggestion, at the rate it suggests on
-    the curve it reads, with its value in the legend. The y limits show the start, the bottom and every marker, not
-    the diverging tail. The default rule (the first the sweep ran, which `result.suggestion()` returns) is marked
-    larger, with a vertical line at its rate. The centred mean is drawn over the points `trough` reads (the prepared
-    curve: the first and last points skipped), with the bottom it found. The y limits show the start, the bottoms of
-    the smoothed and the raw loss, and every marker, not the diverging tail. Groups that share one curve share one
-    panel. Never calls `plt.show()`.
+    the curve it reads, with its value in the legend. The rule in use (`method`, by default the first the sweep ran,
+    which `result.suggestion()` returns) is marked larger, with a vertical line at its rate. The centred mean is drawn
+    over the points `trough` reads (the prepared curve: the first and last points skipped), with the bottom it found.
+    The y limits show the start, the bottoms of the smoothed and the raw loss, and every marker, not the diverging
+    tail. Groups that share one curve share one panel. Never calls `plt.show()`.
 
     Args:
         result ([`LRFinderResult`]): the result to plot.
         path (`str`, *optional*): where to save a PNG.
         ax (`matplotlib.axes.Axes` or a sequence of them, *optional*): axes to draw on, one per panel.
         show_raw (`bool`, *optional*, defaults to `True`): also draw the raw loss.
+        method (`str`, *optional*): the rule to mark as the one in use; defaults to the first the sweep ran.
 
     Returns:
         `matplotlib.figure.Figure`: the figure drawn on.
@@ -106,22 +111,22 @@ def plot_result(
             a.plot(read_lrs, centred, color="C0", linestyle="--", linewidth=1, label="centred mean (trough reads)")
             a.plot([read_lrs[bottom]], [centred[bottom]], linestyle="none", marker="|", markersize=14, color="C0")
             marked.append(float(centred[bottom]))
-        for i, (method, lr) in enumerate(result.suggestions[group].items()):
+        used = method or next(iter(result.suggestions[group]), None)
+        for i, (rule, lr) in enumerate(result.suggestions[group].items()):
             if lr is None:
                 continue
             # drawn at the rate it suggests, on the curve it reads
-            raw_rule = getattr(SUGGESTERS.get(method), "uses_raw_losses", False) and len(centred)
+            raw_rule = getattr(SUGGESTERS.get(rule), "uses_raw_losses", False) and len(centred)
             x, curve = (read_lrs, centred) if raw_rule else (lrs, smoothed)
             y = float(np.interp(lr, x[: len(curve)], curve))
             marked.append(y)
-            style = {"marker": _MARKERS.get(method, "x"), "color": f"C{i + 1}", "linestyle": "none"}
-            if i == 0:  # the default: what result.suggestion() returns
+            style = {"marker": _MARKERS.get(rule, "x"), "color": f"C{i + 1}", "linestyle": "none"}
+            if rule == used:  # the rule in use: by default what result.suggestion() returns
                 a.axvline(lr, color=f"C{i + 1}", linestyle=":", linewidth=1.5)
-                a.plot(
-                    [lr], [y], markersize=12, markeredgecolor="black", label=f"{method}: {lr:.2e} (default)", **style
-                )
+                label = f"{rule}: {lr:.2e} ({'in use' if method else 'default'})"
+                a.plot([lr], [y], markersize=12, markeredgecolor="black", label=label, **style)
             else:
-                a.plot([lr], [y], markersize=7, label=f"{method}: {lr:.2e}", **style)
+                a.plot([lr], [y], markersize=7, label=f"{rule}: {lr:.2e}", **style)
         limits = _y_limits(smoothed, raw, marked)
         if limits is not None:
             a.set_ylim(*limits)

@@ -183,9 +183,14 @@ class LRFinderResult:
             return cls.from_dict(json.load(f))
 
     def plot(
-        self, path: str | os.PathLike | None = None, ax: Any = None, *, show_raw: bool = True
+        self,
+        path: str | os.PathLike | None = None,
+        ax: Any = None,
+        *,
+        show_raw: bool = True,
+        method: str | None = None,
     ) -> matplotlib.figure.Figure:
         """Plot loss against learning rate; see [`hf_lrfind.core.plot.plot_result`]."""
         from .plot import plot_result
 
-        return plot_result(self, path=path, ax=ax, show_raw=show_raw)
+        return plot_result(self, path=path, ax=ax, show_raw=show_raw, method=method)

@@ -106,8 +106,9 @@ class StateSnapshot:
 
     What is copied: the parameters that need a gradient or sit in the optimizer's groups, their gradients, the
     buffers, the optimizer's state and hyperparameters, the LR scheduler, the gradient scaler and the RNG states.
-    Frozen parameters outside the optimizer (a LoRA fine-tune's base model, 4-bit quantized weights) cannot change in
-    a sweep: they are neither read nor written. A DTensor (FSDP2, tensor parallel) is copied as this process's shard.
+    Frozen parameters outside the optimizer (a LoRA fine-tune's base model, 4-bit quantized weights) are neither read
+    nor written: gradient steps cannot change them. A frozen parameter that your own code updates outside autograd
+    during a forward (an EMA teacher, a codebook) is not restored: keep such state in a buffer, which is. A DTensor (FSDP2, tensor parallel) is copied as this process's shard.
     Everything is written back in place (the optimizer keeps referring to the same tensors, and an optimizer whose
     state is kept as torch's are gets its state tensors back in place too), gradients are put back as they were
     (usually `None`). The copy lives in CPU memory (pinned for CUDA tensors, so it costs no accelerator memory) or,
@@ -115,7 +116,7 @@ class StateSnapshot:
 
     Args:
         model (`torch.nn.Module`): the model being swept.
-        optimizer (`torch.optim.Optimizer`, *optional*): its optimizer.
+        optimizer (`torch.optim.Optimizer`, *optional*): its optimizer (accelerate's `AcceleratedOptimizer` too).
         scheduler (*optional*): an LR scheduler with `state_dict`/`load_state_dict`.
         scaler (*optional*): a `torch.amp.GradScaler`.
         location (`str`, *optional*, defaults to `"cpu"`): `"cpu"` or `"disk"`.
@@ -132,6 +133,9 @@ class StateSnapshot:
         location: str = "cpu",
         directory: str | None = None,
     ) -> None:
+        inner = getattr(optimizer, "optimizer", None)  # accelerate's AcceleratedOptimizer holds the torch one
+        if isinstance(inner, torch.optim.Optimizer):
+            optimizer = inner
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
         self.rng = rng_state()
         self._tensors = changeable_tensors(model, optimizer)
@@ -167,12 +171,15 @@ class StateSnapshot:
         if not self._in_place:
             return optimizer.state_dict()
         params = optimizer_params(optimizer)
+        ids = {id(p) for p in params}
         return {
             "state": {
                 i: {k: _local(v) if isinstance(v, torch.Tensor) else v for k, v in optimizer.state[p].items()}
                 for i, p in enumerate(params)
                 if p in optimizer.state
             },
+            # entries an optimizer keeps under other keys than its parameters (torch's state_dict keeps them too)
+            "other": {k: v for k, v in optimizer.state.items() if id(k) not in ids},
             "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
         }
 
@@ -200,15 +207,17 @@ class StateSnapshot:
                 t.grad = grads[name].to(t.device, copy=True)
         # Deep copies: `load_state_dict` may alias tensors that already sit on the right device and dtype, and a
         # later step would then write into the snapshot.
-        if self.optimizer is not None:
-            self._restore_optimizer(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(copy.deepcopy(state["scheduler"]))
-        if state["scaler"] is not None:
-            self.scaler.load_state_dict(copy.deepcopy(state["scaler"]))
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
-        set_rng_state(self.rng)
+        try:
+            if self.optimizer is not None:
+                self._restore_optimizer(state["optimizer"])
+        finally:
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(copy.deepcopy(state["scheduler"]))
+            if state["scaler"] is not None:
+                self.scaler.load_state_dict(copy.deepcopy(state["scaler"]))
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                torch.cuda.synchronize()
+            set_rng_state(self.rng)
 
     def _restore_optimizer(self, saved: dict[str, Any]) -> None:
         """
@@ -230,8 +239,13 @@ class StateSnapshot:
             for group, live in zip(groups, optimizer.param_groups):
                 group["params"] = list(range(index, index + len(live["params"])))
                 index += len(live["params"])
-            optimizer.load_state_dict(copy.deepcopy({"state": saved["state"], "param_groups": groups}))
+            state = {**saved["other"], **saved["state"]}
+            optimizer.load_state_dict(copy.deepcopy({"state": state, "param_groups": groups}))
             return
+        ids = {id(p) for p in params}
+        for key in [k for k in optimizer.state if id(k) not in ids]:
+            del optimizer.state[key]
+        optimizer.state.update(copy.deepcopy(saved["other"]))
         for i, p in enumerate(params):
             if i not in saved["state"]:
                 optimizer.state.pop(p, None)

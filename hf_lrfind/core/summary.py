@@ -19,7 +19,7 @@ def _sweeps(result: LRFinderResult, group: str) -> str:
         reasons = meta.get("sweep_stop_reasons", {}).get(group) or ["num_steps"] * len(lengths)
         recorded = ", ".join(str(length) for length in lengths)
         ended = [
-            f"sweep {i + 1} {STOP_REASONS[r]} at step {length}"
+            f"sweep {i + 1} {STOP_REASONS.get(r, r)} at step {length}"
             for i, (r, length) in enumerate(zip(reasons, lengths))
             if r != "num_steps"
         ]
@@ -31,8 +31,8 @@ def _sweeps(result: LRFinderResult, group: str) -> str:
     if reason == "num_steps":
         return f"1 sweep, all {planned} steps recorded"
     if n == planned:
-        return f"1 sweep, all {planned} steps recorded; it {STOP_REASONS[reason]} at the last one"
-    return f"1 sweep, {n} of {planned} steps recorded: it {STOP_REASONS[reason]}"
+        return f"1 sweep, all {planned} steps recorded; it {STOP_REASONS.get(reason, reason)} at the last one"
+    return f"1 sweep, {n} of {planned} steps recorded: it {STOP_REASONS.get(reason, reason)}"
 
 
 def _cost(result: LRFinderResult) -> str:
@@ -80,7 +80,7 @@ def summarize(result: LRFinderResult, method: str | None = None, *, table: bool 
         where = f" for {group}" if len(result.groups) > 1 else ""
         use = f"use lr {value:.2e}{where} ({rule}{default})" if value is not None else f"no {rule} suggestion{where}"
         warned = _warnings_of(result, group)
-        trust = f"check its curve first: {len(warned)} warning(s) above" if warned else "its curve passed the checks"
+        trust = f"check its curve first: {len(warned)} warning(s) logged" if warned else "its curve passed the checks"
         lines.append(f"lr_find: {use}; {trust}")
     if meta.get("strategy") == "sequential":
         head = next(iter(meta.get("head_lr", {})), result.groups[0])
@@ -95,8 +95,8 @@ def summarize(result: LRFinderResult, method: str | None = None, *, table: bool 
         return "\n".join(lines + _table(result))
     others = []
     for group in result.groups:
-        rest = [f"{m} {v:.2e}" for m, v in result.suggestions[group].items() if m != (method or "") and v is not None]
-        rest = rest[1:] if method is None else rest
+        rule = method or next(iter(result.suggestions[group]))
+        rest = [f"{m} {v:.2e}" for m, v in result.suggestions[group].items() if m != rule and v is not None]
         if rest:
             others.append((f"{group}: " if len(result.groups) > 1 else "") + ", ".join(rest))
     if others:

@@ -112,14 +112,16 @@ class OnceSnapshot:
 
 # From a dataloader (plain or accelerate-prepared) to everything its order is drawn from: accelerate's
 # DataLoaderShard/DataLoaderDispatcher -> base_dataloader -> batch_sampler (BatchSamplerShard) -> batch_sampler ->
-# sampler (RandomSampler, SeedableRandomSampler), the collator, and the dataset (IterableDatasetShard -> dataset).
-_LINKS = ("base_dataloader", "batch_sampler", "sampler", "collate_fn", "dataset")
+# sampler (RandomSampler, SeedableRandomSampler), the collator (and the one the Trainer's RemoveColumnsCollator
+# wraps), and the dataset (IterableDatasetShard -> dataset).
+_LINKS = ("base_dataloader", "batch_sampler", "sampler", "collate_fn", "data_collator", "dataset")
 # Generators: the samplers' and collators' own, accelerate's synchronized one (broadcast from rank 0 at each epoch).
 _GENERATORS = ("generator", "synchronized_generator")
 # Counters that decide the next pass: accelerate's `iteration` (its epoch, which `set_epoch` gives the sampler),
-# SeedableRandomSampler's and IterableDatasetShard's `epoch`, datasets' `_epoch`, the end-of-pass flags, and
-# accelerate's saved position of a stateful dataloader.
-_COUNTERS = ("iteration", "epoch", "_epoch", "end_of_dataloader", "remainder", "dl_state_dict")
+# SeedableRandomSampler's and IterableDatasetShard's `epoch`, the end-of-pass flags, and accelerate's saved position
+# of a stateful dataloader. (datasets' IterableDataset keeps its epoch in a shared tensor, which `set_epoch` sets
+# from accelerate's `iteration` at each pass.)
+_COUNTERS = ("iteration", "epoch", "end_of_dataloader", "remainder", "dl_state_dict")
 
 
 class DataOrder:

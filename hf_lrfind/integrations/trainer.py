@@ -18,7 +18,7 @@ from ..core.config import LRFinderConfig
 from ..core.engine import make_snapshot
 from ..core.peak import peak_lrs_for, set_peak_lrs
 from ..core.result import LRFinderResult, provide
-from ..core.schedule import param_group_names
+from ..core.schedule import base_lr, param_group_names
 from ..core.state import StateSnapshot, set_rng_state
 from .accelerate_state import DataOrder
 from .trainer_internals import Accounting, AsBefore, calling_trainer, let_batches_run, stop_before_a_batch
@@ -148,6 +148,8 @@ class LRFinderCallback(_TrainerEvents):
         trainer, frame = calling_trainer()
         self._end_stop()  # what a stop-mode train() of this callback that failed before on_train_end left
         let_batches_run(trainer)  # ... or of another callback
+        self._put_back_order()  # ... or a train() that failed after the sweep
+        self._sweep_seconds = None
         if self.result is not None:  # swept already: this train() trains
             return
         model, dataloader = frame["model"], kwargs.get("train_dataloader") or frame["train_dataloader"]
@@ -163,15 +165,17 @@ class LRFinderCallback(_TrainerEvents):
         finally:
             accounting.restore()
             order.restore()  # the batches training draws next are those it would have drawn without the sweep
-        # Listen first to what the Trainer logs (its end-of-train metrics): trackers then get them corrected.
-        handler = trainer.callback_handler
-        self._order = (handler, list(handler.callbacks))
-        handler.callbacks = [self, *(c for c in handler.callbacks if c is not self)]
         if self.then == "train":
             snapshot.close()
             apply_result(self.result, trainer, self.method)
+            # Listen first to what the Trainer logs, so that trackers get its speed metrics over training alone (in
+            # stop mode the order stays: the Trainer's flow callback must not undo what _silence switches off).
+            handler = trainer.callback_handler
+            self._order = (handler, list(handler.callbacks))
+            handler.callbacks = [self, *(c for c in handler.callbacks if c is not self)]
             self._sweep_seconds = time.perf_counter() - started
             self._report(trainer)
+            self._sweep_seconds = time.perf_counter() - started  # writing the plot included
             return
         self._sweep_seconds = time.perf_counter() - started
         self._report(trainer)
@@ -211,7 +215,8 @@ class LRFinderCallback(_TrainerEvents):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         """The Trainer's speed metrics over training alone (the sweep's time taken out); after a stop-mode sweep, no
-        training metrics at all (no `train_loss` 0.0 over 0 steps)."""
+        `train_loss` or speed metrics (in `train()`'s metrics and `log_history`; trackers listed before this callback
+        see `train_loss` nan)."""
         if not logs or "train_runtime" not in logs or self._sweep_seconds is None:
             return
         last = state.log_history[-1] if state.log_history else {}
@@ -226,9 +231,14 @@ class LRFinderCallback(_TrainerEvents):
     def on_train_end(self, args, state, control, **kwargs):
         self._end_stop()
         self._sweep_seconds = None
-        if self._order is not None:  # the user's order of callbacks, as it was
-            handler, self._order = self._order, None
-            handler[0].callbacks = handler[1]
+        self._put_back_order()
+
+    def _put_back_order(self) -> None:
+        """The user's order of callbacks, as it was before the sweep (any added since go last)."""
+        if self._order is not None:
+            (handler, order), self._order = self._order, None
+            now = list(handler.callbacks)
+            handler.callbacks = [c for c in order if c in now] + [c for c in now if c not in order]
 
     def _end_stop(self) -> None:
         """Undo what stop mode set up; restore the snapshot again if a batch ran after all. Safe to call twice."""
@@ -260,7 +270,7 @@ class LRFinderCallback(_TrainerEvents):
             return
         folder = trainer.args.output_dir if self.save_to == "output_dir" else os.fspath(self.save_to)
         result.save(os.path.join(folder, "lr_find.json"))
-        result.plot(os.path.join(folder, "lr_find.png"))
+        result.plot(os.path.join(folder, "lr_find.png"), method=self.method)
         logger.info(f"LR range test: wrote {folder}/lr_find.json and lr_find.png")
 
 
@@ -308,13 +318,12 @@ def _console_summary(result: LRFinderResult, method: str, training: Trainer | No
     lines = [result.summary(method)]
     if training is not None:
         groups = training.optimizer.param_groups
-        peaks = dict(zip(param_group_names(groups), (g.get("initial_lr", g["lr"]) for g in groups)))
-        rates = (
-            ", ".join(f"{name} {lr:.2e}" for name, lr in peaks.items())
-            if len(peaks) > 1
-            else f"{peaks.popitem()[1]:.2e}"
-        )
-        lines.append(f"lr_find: training now, at peak learning rate{'s' if ',' in rates else ''} {rates} ({method})")
+        peaks = dict(zip(param_group_names(groups), (base_lr(g) for g in groups)))
+        if len(peaks) > 1:
+            rates = "s " + ", ".join(f"{name} {lr:.2e}" for name, lr in peaks.items())
+        else:
+            rates = f" {next(iter(peaks.values())):.2e}"
+        lines.append(f"lr_find: training now, at peak learning rate{rates} ({method})")
     return "\n".join(lines)
 
 
