@@ -67,8 +67,8 @@ class LRFinderCallback(_TrainerEvents):
       state, with the suggestion (`method`) as the peak learning rate of the schedule (per group with `groups`). The
       Trainer's `train_runtime` and rates per second cover the training alone; the sweep's own time, optimizer steps
       and tokens are logged as `lr_find/runtime`, `lr_find/optimizer_steps` and `lr_find/tokens`.
-    - `then="stop"`: `train()` ends without training (it returns `training_loss` nan, its metrics hold no `train_*`
-      entry, and a warning says so). The Trainer's loop looks at `should_training_stop`
+    - `then="stop"`: `train()` ends without training (it returns `training_loss` nan, its metrics hold no
+      `train_loss` or speed entry, and a warning says so). The Trainer's loop looks at `should_training_stop`
       only after a micro-batch, so for that `train()` call an instance attribute stands in for
       `trainer.get_batch_samples` and gives the loop no batch (it removes itself; transformers' warning about that
       empty epoch is dropped, once), and `eval_on_start` is off: no batch runs, nothing is
