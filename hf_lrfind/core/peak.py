@@ -9,18 +9,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .schedule import base_lr, param_group_names
+from .state import torch_optimizer
 
 if TYPE_CHECKING:
     from .result import LRFinderResult
 
 logger = logging.getLogger(__name__)
-
-
-def _inner(obj: Any, attr: str, cls: type) -> Any:
-    """What an accelerate wrapper holds (`AcceleratedOptimizer.optimizer`, `AcceleratedScheduler.scheduler`), or
-    `obj` itself."""
-    held = getattr(obj, attr, None)
-    return held if isinstance(held, cls) else obj
 
 
 def _schedulers(scheduler: Any) -> list[Any]:
@@ -95,16 +89,14 @@ def apply_to_optimizer(
     while mid-schedule the current factor is kept. `OneCycleLR` and `CyclicLR`, which peak at their own `max_lr`, are
     refused (build them with `max_lr=` the suggestion). Returns the rate set per group name (also logged).
     """
-    optimizer = _inner(optimizer, "optimizer", torch.optim.Optimizer)
-    scheduler = _inner(scheduler, "scheduler", torch.optim.lr_scheduler.LRScheduler)
+    optimizer = torch_optimizer(optimizer)
+    held = getattr(scheduler, "scheduler", None)  # accelerate's AcceleratedScheduler holds the torch one
+    scheduler = held if isinstance(held, torch.optim.lr_scheduler.LRScheduler) else scheduler
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(
             f"apply takes a transformers Trainer, or a torch optimizer (prepared by accelerate or not) and its scheduler; got {type(optimizer).__name__}."
         )
-    if (
-        scheduler is not None
-        and _inner(getattr(scheduler, "optimizer", optimizer), "optimizer", torch.optim.Optimizer) is not optimizer
-    ):
+    if scheduler is not None and torch_optimizer(getattr(scheduler, "optimizer", optimizer)) is not optimizer:
         raise ValueError("The scheduler drives another optimizer; pass the optimizer it was built with.")
     names = param_group_names(optimizer.param_groups)
     lrs = peak_lrs_for(result, names, method)

@@ -57,6 +57,12 @@ def _is_dtensor(t: Any) -> bool:
     return isinstance(t, torch.Tensor) and callable(getattr(t, "to_local", None)) and hasattr(t, "placements")
 
 
+def torch_optimizer(optimizer: Any) -> Any:
+    """The torch optimizer a wrapper holds (accelerate's `AcceleratedOptimizer.optimizer`), or `optimizer` itself."""
+    inner = getattr(optimizer, "optimizer", None)
+    return inner if isinstance(inner, torch.optim.Optimizer) else optimizer
+
+
 def optimizer_params(optimizer: torch.optim.Optimizer | None) -> list[torch.Tensor]:
     """The optimizer's parameters, in the order its `state_dict` numbers them."""
     return [] if optimizer is None else [p for group in optimizer.param_groups for p in group["params"]]
@@ -133,9 +139,7 @@ class StateSnapshot:
         location: str = "cpu",
         directory: str | None = None,
     ) -> None:
-        inner = getattr(optimizer, "optimizer", None)  # accelerate's AcceleratedOptimizer holds the torch one
-        if isinstance(inner, torch.optim.Optimizer):
-            optimizer = inner
+        optimizer = torch_optimizer(optimizer)
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
         self.rng = rng_state()
         self._tensors = changeable_tensors(model, optimizer)
