@@ -184,8 +184,6 @@ def sweep(
             bar.set_postfix_str(STOP_REASONS[stop_reason], refresh=False)
     finally:
         bar.close()
-    if recorder.stop_reason is not None:
-        stop_reason = recorder.stop_reason
     n = len(recorder.losses)
     by_name: dict[str, list[float]] = {}
     for i, name in enumerate(names):

@@ -275,14 +275,8 @@ class LRFinderCallback(_TrainerEvents):
 
 
 # What the Trainer logs about a training run (`speed_metrics("train", ...)` and `_finalize_training`).
-TRAINING_METRICS = (
-    "train_runtime",
-    "train_samples_per_second",
-    "train_steps_per_second",
-    "train_tokens_per_second",
-    "train_loss",
-    "total_flos",
-)
+SPEED_RATES = ("train_samples_per_second", "train_steps_per_second", "train_tokens_per_second")
+TRAINING_METRICS = ("train_runtime", *SPEED_RATES, "train_loss", "total_flos")
 
 
 def training_only(logs: dict[str, Any], sweep_seconds: float) -> None:
@@ -294,7 +288,7 @@ def training_only(logs: dict[str, Any], sweep_seconds: float) -> None:
     if runtime is None or sweep_seconds <= 0:
         return
     trained = max(runtime - sweep_seconds, 1e-4)
-    for key in ("train_samples_per_second", "train_steps_per_second", "train_tokens_per_second"):
+    for key in SPEED_RATES:
         if key in logs:
             logs[key] = round(logs[key] * runtime / trained, 3)
     logs["train_runtime"] = round(trained, 4)
