@@ -110,7 +110,7 @@ def _add_group_options(parser: argparse.ArgumentParser) -> None:
     )
     groups.add_argument(
         "--strategy",
-        choices=("joint", "sequential"),
+        choices=("joint", "split", "sequential"),
         help="default: sequential for --groups auto, joint with --layer-decay",
     )
     groups.add_argument(

@@ -1,10 +1,12 @@
-"""Sweep strategies on named param groups: joint (fixed ratios) and sequential (head, warm-up, body)."""
+"""Sweep strategies on named param groups: joint (fixed ratios), split (all at one rate, then the head alone) and
+sequential (head, warm-up, body)."""
 
 import pytest
 import torch
 
 from hf_lrfind import LRFinderConfig
-from hf_lrfind.core.strategies import joint_range_test, sequential_range_test
+from hf_lrfind.core.engine import range_test
+from hf_lrfind.core.strategies import joint_range_test, sequential_range_test, split_range_test
 from tests.test_engine import assert_same_state, make_step, state_of, tiny_model, two_group_optimizer
 
 
@@ -65,6 +67,57 @@ def test_sequential_needs_a_head_and_a_body():
     assert calls == []
 
 
+def test_split_sweeps_everything_at_one_rate_then_the_head_alone_and_restores():
+    model = tiny_model()
+    opt = two_group_optimizer(model, ratio=0.1, names=["body", "head"])  # the ratio is not read by the joint phase
+    warm, _ = make_step(model, opt, seed=3)
+    warm()
+    before = state_of(model, opt)
+    step, calls = make_step(model, opt)
+    config = LRFinderConfig(num_steps=30, end_lr=1.0, diverge_threshold=None, num_sweeps=3)
+    result = split_range_test(step, model, opt, config, progress=False)
+    sweep = [1e-7 * (1.0 / 1e-7) ** (i / 30) for i in range(30)]
+    assert len(calls) == 90  # num_sweeps - 1 joint sweeps, then one of the head
+    for i in (0, 30):
+        assert [c[0] for c in calls[i : i + 30]] == pytest.approx(sweep)  # body and head ...
+        assert [c[1] for c in calls[i : i + 30]] == pytest.approx(sweep)  # ... at the same rate
+    assert [c[1] for c in calls[60:]] == pytest.approx(sweep)  # the head alone, over the whole range
+    assert [c[0] for c in calls[60:]] == [0.0] * 30  # the body held still
+    assert result.metadata["strategy"] == "split" and result.metadata["cost_steps"] == 90
+    assert result.metadata["num_sweeps"] == 2  # the body's curve: the mean of the two joint sweeps
+    assert len(result.metadata["sweep_losses"]["body"]) == 2
+    assert result.losses["head"] != result.losses["body"]
+    summary = result.summary()
+    assert "every group at one rate, read for body: 2 sweeps from the same start" in summary
+    assert "head alone, the rest held still: 1 sweep" in summary
+    assert_same_state(before, state_of(model, opt))
+
+
+def test_split_body_curve_is_the_one_group_range_test():
+    """With equal group rates, the body's curve is bit for bit a one-group range test of num_sweeps - 1 sweeps."""
+
+    def run(fn, **kwargs):
+        model = tiny_model()
+        opt = two_group_optimizer(model, ratio=1.0, names=["body", "head"])
+        step, _ = make_step(model, opt, seed=5)
+        torch.manual_seed(7)
+        return fn(step, model, opt, LRFinderConfig(num_steps=25, end_lr=1.0, **kwargs), progress=False)
+
+    split = run(split_range_test, num_sweeps=3)
+    one_group = run(range_test, num_sweeps=2)
+    assert split.losses["body"] == one_group.losses["body"]
+    assert split.suggestions["body"] == one_group.suggestions["body"]
+
+
+def test_split_needs_a_head_and_a_body_and_changes_nothing():
+    model = tiny_model()
+    opt = two_group_optimizer(model, names=["body", "neck"])
+    step, calls = make_step(model, opt)
+    with pytest.raises(ValueError, match="split strategy needs param groups named"):
+        split_range_test(step, model, opt, LRFinderConfig(num_steps=10), progress=False)
+    assert calls == []
+
+
 def tiny_bert(seed=0):
     from transformers import BertConfig, BertForSequenceClassification
 
@@ -97,7 +150,7 @@ def bert_step(model, optimizer):
     return step
 
 
-@pytest.mark.parametrize("strategy", ["joint", "sequential"])
+@pytest.mark.parametrize("strategy", ["joint", "split", "sequential"])
 def test_regrouped_optimizer_runs_each_strategy_and_the_result_rebuilds_the_groups(strategy):
     from hf_lrfind.core.strategies import run_strategy
     from hf_lrfind.groups.build import regroup_optimizer

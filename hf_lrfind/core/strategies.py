@@ -1,4 +1,5 @@
-"""Sweep strategies for discriminative learning rates: `joint` and `sequential` (head first, then body).
+"""Sweep strategies for discriminative learning rates: `joint`, `split` (everything at one rate, then the head alone)
+and `sequential` (head first, then body).
 
 Framework-neutral like the engine: they take the same `step_fn` as [`~hf_lrfind.core.engine.range_test`] and read the
 groups from the `"name"` entries of the optimizer's param groups.
@@ -14,12 +15,22 @@ from typing import Any
 import torch
 
 from .config import LRFinderConfig
-from .engine import StepFn, base_lr, build_result, make_snapshot, param_group_names, range_test, sweep
+from .engine import (
+    StepFn,
+    average_sweeps,
+    base_lr,
+    build_result,
+    make_snapshot,
+    param_group_names,
+    range_test,
+    sweep,
+)
+from .state import rng_state, set_rng_state
 from .suggest import resolve_suggesters
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("joint", "sequential")
+STRATEGIES = ("joint", "split", "sequential")
 
 
 def joint_range_test(
@@ -44,6 +55,101 @@ def _first_suggestion(suggestions: Mapping[str, float | None], method: str) -> f
     raise RuntimeError(
         "The head sweep gave no suggestion at all (too few points before it stopped); run more steps or lower end_lr."
     )
+
+
+def _head_mask(names: Sequence[str], first: Sequence[str], strategy: str) -> list[bool]:
+    """Which param groups are the head (named in `first`); there must be a head and something else."""
+    is_first = [name in first for name in names]
+    if not any(is_first) or all(is_first):
+        raise ValueError(
+            f"The {strategy} strategy needs param groups named {list(first)} and at least one other group; the optimizer has {sorted(set(names))}. Build it with hf_lrfind.build_param_groups (groups='auto'), or use strategy='joint'."
+        )
+    return is_first
+
+
+def _check_float_bounds(config: LRFinderConfig, strategy: str) -> None:
+    if not isinstance(config.start_lr, (int, float)) or not isinstance(config.end_lr, (int, float)):
+        raise ValueError(
+            f"The {strategy} strategy takes one start_lr and one end_lr (floats); the group ratios come from the optimizer."
+        )
+
+
+def split_range_test(
+    step_fn: StepFn,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: LRFinderConfig,
+    *,
+    first: Sequence[str] = ("head",),
+    scheduler: Any = None,
+    scaler: Any = None,
+    snapshot: Any = None,
+    progress: bool = True,
+    metadata: Mapping[str, Any] | None = None,
+    log_warnings: bool = True,
+):
+    """
+    Per-group rates from two measurements, each of what its suggestion is used for:
+
+    1. the whole model swept at one rate, `max(1, num_sweeps - 1)` times from the same start and averaged: the curve
+       of every group but the head. It bottoms out where the pretrained weights stop tolerating the rate while the
+       head learns beside them: the one-group range test, whose `trough` the suggestion benchmark measured;
+    2. the head (the `first` groups) swept alone from the same start, every other group held still (lr 0): the
+       head's curve, a linear probe on the features as they are.
+
+    Everything is restored between sweeps and at the end. The cost is `max(1, num_sweeps - 1) + 1` sweeps: 300
+    optimizer steps with the defaults, as a one-group range test.
+
+    Args:
+        first (`Sequence[str]`, *optional*, defaults to `("head",)`): names of the groups swept alone in phase 2.
+
+    Returns:
+        [`LRFinderResult`] with one curve per group and `metadata["strategy"] == "split"`.
+
+    Raises:
+        ValueError: when the optimizer has no group named in `first`, or nothing else to sweep.
+    """
+    groups = optimizer.param_groups
+    names = param_group_names(groups)
+    is_first = _head_mask(names, first, "split")
+    _check_float_bounds(config, "split")
+    base = [base_lr(g) for g in groups]
+    ref = next(lr for lr, m in zip(base, is_first) if m)
+    if ref <= 0:
+        raise ValueError("The head's param group needs a positive lr to take the ratios of its groups from.")
+    together = [(config.start_lr, config.end_lr)] * len(groups)
+    alone = [
+        (config.start_lr * lr / ref, config.end_lr * lr / ref) if m else (0.0, 0.0) for lr, m in zip(base, is_first)
+    ]
+    if snapshot is None:
+        snapshot = make_snapshot(model, optimizer, config, scheduler=scheduler, scaler=scaler)
+    joint_sweeps = max(1, config.num_sweeps - 1)
+    runs = []
+    try:
+        for i in range(joint_sweeps + 1):
+            if i:  # the same start, the next batches, and random draws that go on (as range_test)
+                drawn = rng_state()
+                snapshot.restore()
+                set_rng_state(drawn)
+            head = i == joint_sweeps
+            description = "LR range test (head)" if head else f"LR range test (all groups, {i + 1}/{joint_sweeps})"
+            runs.append(
+                sweep(
+                    step_fn,
+                    optimizer,
+                    config,
+                    progress=progress,
+                    description=description,
+                    bounds=alone if head else together,
+                )
+            )
+    finally:
+        snapshot.restore()
+        snapshot.close()
+    head_curve, body_curve = runs[-1], average_sweeps(runs[:-1], config.beta)
+    curves = {n: (head_curve if n in first else body_curve) for n in dict.fromkeys(names)}
+    meta = {"strategy": "split", **(metadata or {})}
+    return build_result(curves, config, meta, log_warnings=log_warnings, optimizer=optimizer)
 
 
 def sequential_range_test(
@@ -89,11 +195,7 @@ def sequential_range_test(
     """
     groups = optimizer.param_groups
     names = param_group_names(groups)
-    is_first = [name in first for name in names]
-    if not any(is_first) or all(is_first):
-        raise ValueError(
-            f"The sequential strategy needs param groups named {list(first)} and at least one other group; the optimizer has {sorted(set(names))}. Build it with hf_lrfind.build_param_groups (groups='auto'), or use strategy='joint'."
-        )
+    is_first = _head_mask(names, first, "sequential")
     warmup_steps = config.num_steps // 2 if warmup_steps is None else warmup_steps
     method = method if method is not None else next(iter(resolve_suggesters(config.suggest)))
     if config.num_sweeps > 1:
@@ -102,10 +204,7 @@ def sequential_range_test(
         )
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps ({warmup_steps}) must not be negative.")
-    if not isinstance(config.start_lr, (int, float)):
-        raise ValueError(
-            "The sequential strategy takes one start_lr and one end_lr (floats); the group ratios come from the optimizer."
-        )
+    _check_float_bounds(config, "sequential")
     base = [base_lr(g) for g in groups]
 
     def ratio_bounds(mask: list[bool]) -> list[tuple[float, float]]:
@@ -158,7 +257,7 @@ def sequential_range_test(
                 p.copy_(w)
     curves = {n: (head_curve if n in first else body_curve) for n in dict.fromkeys(names)}
     meta = {"strategy": "sequential", "warmup_steps": warmup_steps, "head_lr": head_lr, **(metadata or {})}
-    return build_result(curves, config, meta, log_warnings=log_warnings)
+    return build_result(curves, config, meta, log_warnings=log_warnings, optimizer=optimizer)
 
 
 def default_strategy(groups: Any, layer_decay: float | None, mapping: Mapping[str, Any] | None) -> str:
@@ -189,4 +288,6 @@ def run_strategy(
         metadata["groups"] = {g: list(names) for g, names in groups.items()}
     if strategy == "joint":
         return joint_range_test(step_fn, model, optimizer, config, metadata=metadata, **kwargs)
+    if strategy == "split":
+        return split_range_test(step_fn, model, optimizer, config, metadata=metadata, **kwargs)
     return sequential_range_test(step_fn, model, optimizer, config, metadata=metadata, **kwargs)

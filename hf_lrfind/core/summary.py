@@ -46,7 +46,9 @@ def _cost(result: LRFinderResult) -> str:
 
 
 def _warnings_of(result: LRFinderResult, group: str) -> list[str]:
-    warnings = result.metadata.get("warnings", [])
+    """The warnings about `group`'s curve (the optimizer's evidence note is not about a curve)."""
+    note = result.metadata.get("optimizer_warning")
+    warnings = [w for w in result.metadata.get("warnings", []) if w != note]
     distinct = len({tuple(result.losses[g]) for g in result.groups}) > 1
     return [w for w in warnings if f"group {group!r}" in w] if distinct else list(warnings)
 
@@ -88,9 +90,17 @@ def summarize(result: LRFinderResult, method: str | None = None, *, table: bool 
         lines.append(f"  head sweep: {_sweeps(result, head)}")
         lines.append(f"  head warm-up: {meta['warmup_steps']} steps at its suggestion, the body held still")
         lines.extend(f"  {g} sweep: {_sweeps(result, g)}" for g in body)
+    elif meta.get("strategy") == "split":
+        body = [g for g in result.groups if g != "head"]
+        if body:
+            lines.append(f"  every group at one rate, read for {', '.join(body)}: {_sweeps(result, body[0])}")
+        if "head" in result.groups:
+            lines.append(f"  head alone, the rest held still: {_sweeps(result, 'head')}")
     else:
         lines.append(f"  {_sweeps(result, result.groups[0])}")
     lines.append(f"  cost: {_cost(result)}; the state before the sweep restored")
+    if meta.get("optimizer_warning"):
+        lines.append(f"  note: {meta['optimizer_warning']}")
     if table:
         return "\n".join(lines + _table(result))
     others = []

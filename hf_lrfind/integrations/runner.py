@@ -221,7 +221,7 @@ class LRFinder:
         config: LRFinderConfig | None = None,
         output_dir: str | os.PathLike | None = None,
         groups: str | Mapping[str, Any] | None = None,
-        strategy: Literal["joint", "sequential"] | None = None,
+        strategy: Literal["joint", "split", "sequential"] | None = None,
         method: str | None = None,
         layer_decay: float | None = None,
         ratios: Mapping[str, float] | None = None,

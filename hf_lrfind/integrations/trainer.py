@@ -20,6 +20,7 @@ from ..core.peak import peak_lrs_for, set_peak_lrs
 from ..core.result import LRFinderResult, provide
 from ..core.schedule import base_lr, param_group_names
 from ..core.state import StateSnapshot, set_rng_state
+from ..core.strategies import STRATEGIES
 from .accelerate_state import DataOrder
 from .trainer_internals import Accounting, AsBefore, calling_trainer, let_batches_run, stop_before_a_batch
 from .trainer_sweep import run_trainer_sweep
@@ -109,7 +110,7 @@ class LRFinderCallback(_TrainerEvents):
         then: Literal["train", "stop"] = "train",
         method: str | None = None,
         groups: str | Mapping[str, str | Sequence[str]] | None = None,
-        strategy: Literal["joint", "sequential"] | None = None,
+        strategy: Literal["joint", "split", "sequential"] | None = None,
         layer_decay: float | None = None,
         ratios: Mapping[str, float] | None = None,
         loading_info: Mapping[str, Any] | None = None,
@@ -121,8 +122,8 @@ class LRFinderCallback(_TrainerEvents):
             raise ValueError(
                 f"then ({then!r}) must be 'stop' (sweep and end train()) or 'train' (sweep, then train at the suggestion)."
             )
-        if strategy not in (None, "joint", "sequential"):
-            raise ValueError(f"strategy ({strategy!r}) must be 'joint' or 'sequential'.")
+        if strategy is not None and strategy not in STRATEGIES:
+            raise ValueError(f"strategy ({strategy!r}) must be one of {STRATEGIES}.")
         if config is not None and config_kwargs:
             raise TypeError(f"Pass either config= or the options {sorted(config_kwargs)}, not both.")
         self.config = config if config is not None else LRFinderConfig(**config_kwargs)
