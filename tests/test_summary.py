@@ -8,7 +8,7 @@ from hf_lrfind import LRFinderConfig, StepOutput, range_test
 def scripted(per_sweep):
     """A range test whose sweeps record the given losses (one list per sweep), on a real model and optimizer."""
     model = torch.nn.Linear(2, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
     losses = [x for sweep in per_sweep for x in sweep]
 
     def step():

@@ -10,7 +10,7 @@ import pytest
 FLAT_SWEEP = """
 import torch, hf_lrfind
 model = torch.nn.Linear(2, 1)
-optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
 step = lambda: hf_lrfind.StepOutput(torch.tensor(1.0))
 {before}
 hf_lrfind.range_test(step, model, optimizer, hf_lrfind.LRFinderConfig(num_steps=20, num_sweeps=1), progress=False)

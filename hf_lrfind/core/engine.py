@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .config import LRFinderConfig
+from .evidence import evidence_for, optimizer_warning
 from .recorder import LossRecorder, debiased_ema
 from .result import LRFinderResult
 from .schedule import base_lr, group_bounds, lr_at, param_group_names
@@ -221,11 +222,14 @@ def build_result(
     metadata: Mapping[str, Any] | None = None,
     *,
     log_warnings: bool = True,
+    optimizer: Any = None,
 ) -> LRFinderResult:
     """
     Turn sweeps into a result. `curves` maps each group name to the curve that group is read from (a single sweep
     gives the same curve for every group; a sequential strategy gives each group its own). What makes a curve
-    untrustworthy goes to `metadata["warnings"]`, and to the log unless `log_warnings` is off (off the main process).
+    untrustworthy goes to `metadata["warnings"]`, and to the log unless `log_warnings` is off (off the main process);
+    so does the benchmark's evidence for `optimizer`'s family where it was not measured or the default rule missed
+    there (see [`~hf_lrfind.core.evidence.optimizer_warning`]).
     """
     lrs, losses, smoothed, suggestions, stop = {}, {}, {}, {}, {}
     warnings: list[str] = []
@@ -246,6 +250,13 @@ def build_result(
                 if log_warnings:
                     logger.warning(message)
                 warnings.append(message)
+    optimizer_note = None
+    if optimizer is not None:
+        optimizer_note = optimizer_warning(optimizer)
+        if optimizer_note is not None:
+            if log_warnings:
+                logger.warning(optimizer_note)
+            warnings.append(optimizer_note)
     tokens = [c.num_tokens for c in unique if c.num_tokens is not None]
     meta = {
         "num_steps": config.num_steps,
@@ -263,6 +274,9 @@ def build_result(
         "versions": _versions(),
         "warnings": warnings,
     }
+    if optimizer is not None:
+        meta["optimizer"] = evidence_for(optimizer)[0]
+        meta["optimizer_warning"] = optimizer_note
     meta.update(metadata or {})
     meta["cost_steps"] = sum(c.executed for c in unique) + meta.get("warmup_steps", 0)
     meta["glossary"] = GLOSSARY
@@ -331,4 +345,4 @@ def range_test(
         snapshot.restore()
         snapshot.close()
     curve = average_sweeps(runs, config.beta)
-    return build_result({g: curve for g in curve.lrs}, config, metadata, log_warnings=log_warnings)
+    return build_result({g: curve for g in curve.lrs}, config, metadata, log_warnings=log_warnings, optimizer=optimizer)

@@ -1,0 +1,44 @@
+"""The benchmark's evidence per optimizer family: a note in the result where the default rule was not measured."""
+
+import torch
+
+from hf_lrfind import LRFinderConfig
+from hf_lrfind.core.engine import range_test
+from hf_lrfind.core.evidence import EVIDENCE, evidence_for, optimizer_warning
+from tests.test_engine import make_step, tiny_model
+
+BOWL = [1.0 + 0.05 * abs(i - 25) for i in range(40)] * 3  # a curve that passes every check (and steps past its end)
+
+
+def sweep_with(optimizer_class, **kwargs):
+    model = tiny_model()
+    opt = optimizer_class(model.parameters(), lr=0.1, **kwargs)
+    step, _ = make_step(model, opt, losses=BOWL)
+    return range_test(step, model, opt, LRFinderConfig(num_steps=40, diverge_threshold=None), progress=False)
+
+
+def test_adamw_is_measured_and_carries_no_note():
+    result = sweep_with(torch.optim.AdamW)
+    assert result.metadata["optimizer"] == "AdamW"
+    assert result.metadata["optimizer_warning"] is None and result.metadata["warnings"] == []
+
+
+def test_an_unmeasured_optimizer_gets_a_note_with_the_measured_evidence(caplog):
+    with caplog.at_level("WARNING", logger="hf_lrfind.core.engine"):
+        result = sweep_with(torch.optim.RMSprop)
+    (note,) = result.metadata["warnings"]
+    assert note == result.metadata["optimizer_warning"] and note in caplog.text
+    assert note.startswith("The suggestion benchmark has not measured RMSprop")
+    for family in EVIDENCE:
+        assert family.measured in note
+    summary = result.summary()
+    assert "its curve passed the checks" in summary  # the note is not about the curve ...
+    assert f"note: {note}" in summary  # ... and the summary still shows it
+
+
+def test_accelerates_wrapper_is_looked_through():
+    from accelerate import Accelerator
+
+    model = tiny_model()
+    wrapped = Accelerator(cpu=True).prepare_optimizer(torch.optim.AdamW(model.parameters()))
+    assert evidence_for(wrapped)[0] == "AdamW" and optimizer_warning(wrapped) is None
