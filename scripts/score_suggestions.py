@@ -127,9 +127,19 @@ RULES: dict[str, tuple[str, Rule]] = {
 
 
 def sweeps_of(records: Sequence[dict], source: str) -> list[dict]:
-    """The cached sweep records a rule of `source` reads, by seed."""
+    """
+    The cached sweep records a rule of `source` reads, by seed. Where a regime has no one-sweep records, the first
+    sweep of each 3-sweep record stands for it: it is the same run (same start, same batches; bit-identical on the
+    first four regimes, where both are cached).
+    """
     options = {"num_sweeps": 1 if source == ONE else 3}
-    return sorted((r for r in records if r["kind"] == "sweep" and r.get("options") == options), key=lambda r: r["seed"])
+    found = [r for r in records if r["kind"] == "sweep" and r.get("options") == options]
+    if not found and source == ONE:
+        found = [
+            {**r, "losses": r["sweep_losses"][0], "sweep_losses": None, "options": options}
+            for r in sweeps_of(records, THREE)
+        ]
+    return sorted(found, key=lambda r: r["seed"])
 
 
 def suggestion_of(rule: str, records: Sequence[dict], seed: int) -> float:

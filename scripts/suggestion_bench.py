@@ -11,7 +11,8 @@ on the same machine, Python and package versions; see docs/suggestions.md).
 Kinds: `sweep` (one sweep, the range test of the fastai era: `num_sweeps=1`, 5 seeds), `sweep3` (hf_lrfind's default
 range test: 3 sweeps averaged, 5 seeds), `grid` (every grid rate at 3 seeds), `confirm` (train at the `--rule`
 suggestion of the cached sweeps of the grid's seeds), `pairs` (the regime's (body, head) peak-rate pairs at 3 seeds),
-`auto` (`groups="auto"` at the grid's seeds, trained at its per-group `trough` suggestions).
+`auto` (`groups="auto"` with the sequential strategy at the grid's seeds, trained at its per-group `trough`
+suggestions), `split` (the same with `strategy="split"`).
 """
 
 from __future__ import annotations
@@ -65,6 +66,34 @@ def _clean(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _half_decade(lr: float) -> bool:
+    return abs(2 * math.log10(lr) - round(2 * math.log10(lr))) < 1e-9
+
+
+def grid_rates(regime) -> list[float]:
+    """
+    The regime's grid, refined from its cached results as the first four regimes' grids were by hand: while the best
+    half-decade rate (3-seed mean eval loss) sits at an end, one more half decade beyond it; then the two quarter
+    decades beside it. Rates whose runs are not all cached yet stop the refinement there (rerun to continue).
+    """
+    rates = sorted(regime.grid)
+    done = {}
+    for r in records(regime.name):
+        if r["kind"] == "grid":
+            done.setdefault(r["lr"], []).append(math.inf if r["eval_loss"] is None else r["eval_loss"])
+    while True:
+        half = [lr for lr in rates if _half_decade(lr)]
+        if any(len(done.get(lr, [])) < len(GRID_SEEDS) for lr in half):
+            return rates
+        best = min(half, key=lambda lr: sum(done[lr]))
+        if best in (half[0], half[-1]) and len(half) < 13:
+            step = 10**-0.5 if best == half[0] else 10**0.5
+            rates = sorted(rates + [10 ** (round(2 * math.log10(best * step)) / 2)])
+            continue
+        beside = [10 ** (round(4 * math.log10(best)) / 4 + d) for d in (-0.25, 0.25)]
+        return sorted(rates + [lr for lr in beside if not any(math.isclose(lr, x) for x in rates)])
+
+
 def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
     """The runs still to do, as records without their results."""
     regime = REGIMES[regime_name]
@@ -76,13 +105,17 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
         elif kind == "sweep3":  # hf_lrfind's default: 3 sweeps averaged
             todo += [{"kind": "sweep", "seed": s, "options": {"num_sweeps": 3}} for s in SWEEP_SEEDS]
         elif kind == "grid":
-            todo += [{"kind": "grid", "lr": lr, "seed": s} for lr in regime.grid for s in GRID_SEEDS]
+            todo += [{"kind": "grid", "lr": lr, "seed": s} for lr in grid_rates(regime) for s in GRID_SEEDS]
         elif kind == "pairs":
             todo += [
-                {"kind": "pair", "lr": {"body": b, "head": h}, "seed": s} for b, h in regime.pairs for s in GRID_SEEDS
+                {"kind": "pair", "lr": {regime.body_group: b, "head": h}, "seed": s}
+                for b, h in regime.pairs
+                for s in GRID_SEEDS
             ]
         elif kind == "auto":
             todo += [{"kind": "auto", "seed": s, "options": {"groups": "auto"}} for s in GRID_SEEDS]
+        elif kind == "split":
+            todo += [{"kind": "auto", "seed": s, "options": {"groups": "auto", "strategy": "split"}} for s in GRID_SEEDS]
         elif kind == "confirm":
             from score_suggestions import suggestion_of
 
@@ -97,13 +130,15 @@ def run(record: dict, regime_name: str) -> dict:
     start = time.perf_counter()
     if record["kind"] == "auto":  # groups="auto" as a user runs it, then training at its per-group suggestions
         result = common.sweep(regime, record["seed"], **record["options"])
-        lrs = {g: result["suggestions"][g]["trough"] for g in ("body", "head")}
+        lrs = {g: result["suggestions"][g]["trough"] for g in (regime.body_group, "head")}
         trained = common.train(regime, lrs, record["seed"])
         out = {
             "suggestions": result["suggestions"],
             "trained_lrs": lrs,
             "cost_steps": result["metadata"]["cost_steps"],
             "warnings": result["metadata"]["warnings"],
+            "curves": {g: {"lrs": result["lrs"][g], "losses": result["losses"][g]} for g in result["lrs"]},
+            "sweep_losses": result["metadata"].get("sweep_losses"),
             **{k: _clean(v) if isinstance(v, float) else v for k, v in trained.items()},
         }
     elif record["kind"] == "sweep":
@@ -128,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument(
-        "--kinds", nargs="+", default=["sweep", "grid"], choices=["sweep", "sweep3", "grid", "confirm", "pairs", "auto"]
+        "--kinds", nargs="+", default=["sweep", "grid"], choices=["sweep", "sweep3", "grid", "confirm", "pairs", "auto", "split"]
     )
     parser.add_argument("--rule", default=None, help="the rule whose suggestions `confirm` trains at")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do, and stop")
@@ -145,14 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.regimes:
         todo = planned(name, args.kinds, args.rule)
         print(f"{name}: {len(todo)} runs to do", flush=True)
-        for record in todo:
+        while todo:
+            record = todo.pop(0)
             if args.dry_run:
                 print("  ", record)
                 continue
             done = run(record, name)
             _append(name, done)
-            shown = {k: v for k, v in done.items() if k not in ("lrs", "losses")}
+            shown = {k: v for k, v in done.items() if k not in ("lrs", "losses", "sweep_losses", "curves")}
             print(f"  {shown}", flush=True)
+            if not todo:  # a finished grid pass may refine the grid
+                todo = planned(name, args.kinds, args.rule)
     return 0
 
 

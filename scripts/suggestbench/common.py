@@ -3,7 +3,8 @@
 A regime is a model, its data, a training budget, an optimizer and a schedule, and an evaluation. Three kinds of run:
 
 - `train`: train at peak learning rate(s) for the regime's budget and return the eval loss (the grid, and the
-  confirmation of a suggestion). AdamW (weight decay 0.01 on weights, none on biases and LayerNorm, as the Trainer),
+  confirmation of a suggestion). AdamW, or the regime's optimizer (`optimizers.py`), weight decay 0.01 on weights,
+  none on biases and LayerNorm (as the Trainer),
   linear warm-up over the first tenth of the steps then linear decay to 0 (`get_linear_schedule_with_warmup`),
   gradient clipping at 1.0: the Trainer's defaults plus a warm-up.
 - `sweep`: hf_lrfind's default range test through the accelerate runner, as a user runs it, on the regime's training
@@ -22,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from . import optimizers
 
 WARMUP_RATIO = 0.1
 WEIGHT_DECAY = 0.01
@@ -42,6 +45,8 @@ class Regime:
         train_batches: `train_batches(seed) -> Iterator[dict]`, endless, in an order set by `seed`.
         eval_batches: `eval_batches() -> list[dict]`, the fixed held-out set.
         pairs: (body, head) peak-rate pairs for the per-group grid, where the regime has a new head.
+        optimizer: the optimizer's name in `optimizers.build` (`"adamw"` for the first four regimes).
+        body_group: the name `groups="auto"` gives the group that is not the head (`"body"`, or `"adapter"` for LoRA).
         causal: a causal LM (its eval loss is weighted by the shifted label tokens).
     """
 
@@ -53,6 +58,8 @@ class Regime:
     train_batches: Callable[[int], Iterator[dict[str, torch.Tensor]]]
     eval_batches: Callable[[], list[dict[str, torch.Tensor]]]
     pairs: list[tuple[float, float]] = field(default_factory=list)
+    body_group: str = "body"
+    optimizer: str = "adamw"
     causal: bool = False
 
 
@@ -122,7 +129,7 @@ def train(
     model.train()
     named = None if isinstance(lrs, (int, float)) else detect_groups(model, "auto")
     lrs = {"all": float(lrs)} if isinstance(lrs, (int, float)) else dict(lrs)
-    optimizer = torch.optim.AdamW(decay_groups(model, named, lrs))
+    optimizer = optimizers.build(regime.optimizer, decay_groups(model, named, lrs))
     scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_RATIO * regime.steps), regime.steps)
     batches = regime.train_batches(seed)
     losses: list[float] = []
@@ -142,7 +149,7 @@ def train(
 
 def sweep(regime: Regime, seed: int, **options: Any) -> dict[str, Any]:
     """
-    hf_lrfind's range test as a user runs it: `LRFinder(model, AdamW(...), accelerator=Accelerator(cpu=True),
+    hf_lrfind's range test as a user runs it: `LRFinder(model, optimizer, accelerator=Accelerator(cpu=True),
     max_grad_norm=1.0).range_test(batches, **options)`. Returns the result as a dict (curves, suggestions, metadata).
     """
     from accelerate import Accelerator
@@ -154,7 +161,7 @@ def sweep(regime: Regime, seed: int, **options: Any) -> dict[str, Any]:
     torch.manual_seed(seed)
     model = regime.build_model(seed)
     model.train()
-    optimizer = torch.optim.AdamW(decay_groups(model, None, {"all": 1e-3}))
+    optimizer = optimizers.build(regime.optimizer, decay_groups(model, None, {"all": 1e-3}))
     batches = regime.train_batches(seed)
 
     class Batches:  # a re-iterable view of the seeded endless stream

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import torch
@@ -139,8 +140,9 @@ MINILM_CLS = Regime(
     build_model=_minilm_classifier,
     train_batches=_docstring_train,
     eval_batches=_docstring_eval,
-    # (body, head) pairs for groups="auto": a faster new head around the best single rates
-    pairs=[(b, h) for b in (1e-4, 10**-3.5) for h in (10**-2.5, 1e-2, 10**-1.5)],
+    # (body, head) pairs for groups="auto": body rates around the best single rates, head rates from 1e-3 to 1 (half
+    # decades; the first pass had 3.16e-3 to 3.16e-2, extended to judge head suggestions of 0.4-1.1)
+    pairs=[(b, h) for b in (1e-4, 10**-3.5) for h in half_decades(-3, 0)],
 )
 
 MINILM_LORA = Regime(
@@ -151,6 +153,9 @@ MINILM_LORA = Regime(
     build_model=_minilm_lora,
     train_batches=_docstring_train,
     eval_batches=_docstring_eval,
+    # (adapter, head) pairs: head rates from 1e-3 to 1 at the best single rate (the single rates are the diagonal)
+    pairs=[(10**-2.25, h) for h in half_decades(-3, 0)],
+    body_group="adapter",
 )
 
 GPT2_SCRATCH = Regime(
@@ -174,4 +179,29 @@ BERT_MLM_SCRATCH = Regime(
     eval_batches=functools.partial(_lm_eval, "masked"),
 )
 
-REGIMES = {r.name: r for r in (MINILM_CLS, MINILM_LORA, GPT2_SCRATCH, BERT_MLM_SCRATCH)}
+
+def _with_optimizer(regime: Regime, optimizer: str, lo: int, hi: int) -> Regime:
+    """The same protocol with another optimizer; its grid's first pass: half decades from 1e`lo` to 1e`hi`."""
+    return dataclasses.replace(
+        regime,
+        name=f"{regime.name}_{optimizer}",
+        description=f"{regime.description}; {optimizer} instead of AdamW",
+        grid=half_decades(lo, hi),
+        pairs=[],
+        optimizer=optimizer,
+    )
+
+
+# Other optimizers (issue 17): a from-scratch and a fine-tune regime each. The first pass of each grid is centred
+# on a guess (Lion: a few times below AdamW; SGD: far above; Adafactor: near AdamW); `suggestion_bench.py` extends it
+# by half decades while its best rate sits at an end, then adds the two quarter decades beside the best.
+OTHER_OPTIMIZERS = [
+    _with_optimizer(GPT2_SCRATCH, "lion", -5, -2),
+    _with_optimizer(GPT2_SCRATCH, "sgd", -2, 1),
+    _with_optimizer(GPT2_SCRATCH, "adafactor", -4, -1),
+    _with_optimizer(MINILM_LORA, "lion", -5, -2),
+    _with_optimizer(MINILM_LORA, "sgd", -2, 1),
+    _with_optimizer(MINILM_LORA, "adafactor", -4, -1),
+]
+
+REGIMES = {r.name: r for r in (MINILM_CLS, MINILM_LORA, GPT2_SCRATCH, BERT_MLM_SCRATCH, *OTHER_OPTIMIZERS)}
