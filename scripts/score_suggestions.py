@@ -255,8 +255,12 @@ def plot(scores: dict, path: str) -> None:
     """One panel per regime: the grid's mean eval loss (seeds as dots), the window, and the rules' suggestions."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(4.5 * len(scores), 4))
-    axes = fig.subplots(1, len(scores), squeeze=False)[0]
+    cols = min(4, len(scores))
+    rows = -(-len(scores) // cols)
+    fig = Figure(figsize=(4.5 * cols, 4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[len(scores) :]:
+        ax.set_visible(False)
     for ax, (regime, result) in zip(axes, scores.items()):
         w = result["window"]
         means = [m if math.isfinite(m) else np.nan for m in w["means"]]
@@ -282,45 +286,168 @@ def plot(scores: dict, path: str) -> None:
         ax.set_xscale("log")
         ax.set_title(regime)
         ax.set_xlabel("peak learning rate")
-    axes[0].set_ylabel("eval loss")
-    axes[-1].legend(fontsize="x-small")
+        ax.set_ylabel("eval loss")
+    axes[len(scores) - 1].legend(fontsize="x-small")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def groups_auto(records: Sequence[dict], steps: int) -> str:
-    """
-    Markdown: `groups="auto"` (trained at its per-group `trough` suggestions) against the best (body, head) pair of
-    the grid, single rates counting as pairs with body = head. The tie band is the best pair's mean + 2 pooled sd.
-    """
+def _pair_runs(records: Sequence[dict], body: str) -> dict[tuple[float, float], list[float]]:
+    """(body, head) -> eval losses (inf where diverged), single rates counting as pairs with body = head."""
     runs: dict[tuple[float, float], list[float]] = {}
     for r in records:
         if r["kind"] == "grid":
             runs.setdefault((r["lr"], r["lr"]), []).append(r["eval_loss"])
         elif r["kind"] == "pair":
-            runs.setdefault((r["lr"]["body"], r["lr"]["head"]), []).append(r["eval_loss"])
-    runs = {k: [math.inf if v is None else v for v in vals] for k, vals in runs.items()}
+            runs.setdefault((r["lr"][body], r["lr"]["head"]), []).append(r["eval_loss"])
+    return {k: [math.inf if v is None else v for v in vals] for k, vals in runs.items()}
+
+
+def pair_grid(records: Sequence[dict], body: str = "body") -> dict:
+    """
+    The (body, head) grid: its best pair, pooled sd and tie band (best mean + 2 pooled sd), and the head window: the
+    top-group window (as `top_window`) of the head rates at the best pair's body rate.
+    """
+    runs = _pair_runs(records, body)
     means = {k: statistics.fmean(v) for k, v in runs.items()}
     finite = [v for v in runs.values() if all(math.isfinite(x) for x in v) and len(v) > 1]
     sd = math.sqrt(statistics.fmean(statistics.variance(v) for v in finite))
     best = min(means, key=means.get)
-    band = means[best] + 2 * sd
-    grid_steps = sum(len(v) for v in runs.values()) * steps
-    head = f"Grid: {len(runs)} (body, head) settings at 3 seeds ({grid_steps:,} optimizer steps); best pair"
-    lines = [
-        f"{head} body {best[0]:.3g}, head {best[1]:.3g}: mean eval loss {means[best]:.4f}, pooled sd {sd:.4f}, tie band <= {band:.4f}.",
-        "",
-        "| seed | body lr | head lr | eval loss | in the tie band | finder steps (x grid) |",
-        "|---|---|---|---|---|---|",
+    row = [
+        {"lr": h, "seed": i, "eval_loss": None if not math.isfinite(x) else x}
+        for (b, h), v in runs.items()
+        if b == best[0]
+        for i, x in enumerate(v)
     ]
-    for r in sorted((r for r in records if r["kind"] == "auto"), key=lambda r: r["seed"]):
-        loss = r["eval_loss"]
-        inside = "yes" if loss is not None and loss <= band else "no"
-        lrs = r["trained_lrs"]
-        cost = f"{r['cost_steps']} ({r['cost_steps'] / grid_steps:.3f})"
-        shown = "diverged" if loss is None else f"{loss:.4f}"
-        lines.append(f"| {r['seed']} | {lrs['body']:.2e} | {lrs['head']:.2e} | {shown} | {inside} | {cost} |")
+    return {"runs": runs, "means": means, "sd": sd, "best": best, "band": means[best] + 2 * sd, "head": top_window(row)}
+
+
+def head_rules(records: Sequence[dict], strategy: str, body: str = "body") -> str:
+    """Markdown: each rule read on the cached head curves of a strategy's runs, against the head window."""
+    from hf_lrfind.core.suggest import SUGGESTERS, trough
+
+    lo, hi = pair_grid(records, body)["head"]["window"]
+    runs = sorted((r for r in records if _strategy(r) == strategy and "curves" in r), key=lambda r: r["seed"])
+    lines = ["| rule on the head curve | head window hit | suggestions by seed |", "|---|---|---|"]
+    for name in ("trough", "valley", "slide", "steep", "minimum"):
+        values = []
+        for r in runs:
+            record = {"lrs": r["curves"]["head"]["lrs"], "losses": r["curves"]["head"]["losses"]}
+            if name == "trough":
+                values.append(trough(*_prepared(record, smoothed=False)))
+            else:
+                values.append(SUGGESTERS[name](*_prepared(record, smoothed=True)))
+        hits = sum(v is not None and lo <= v <= hi for v in values)
+        cells = ", ".join("-" if v is None else f"{v:.2e}" for v in values)
+        lines.append(f"| {name} | {hits}/{len(values)} | {cells} |")
     return "\n".join(lines)
+
+
+def _has_split(regime: str) -> bool:
+    return any(_strategy(r) == "split" for r in load(os.path.join(DATA_DIR, f"{regime}.jsonl")))
+
+
+def _strategy(record: dict) -> str | None:
+    if record["kind"] != "auto":
+        return None
+    return record["options"].get("strategy", "sequential")
+
+
+def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
+    """
+    Markdown: `groups="auto"`, per strategy, trained at its per-group `trough` suggestions, against the best
+    (body, head) pair of the grid (single rates count as pairs with body = head): in the tie band, head suggestion in
+    the head window, spread of each group's suggestions across seeds.
+    """
+    grid = pair_grid(records, body)
+    runs, best, band, head = grid["runs"], grid["best"], grid["band"], grid["head"]
+    lo, hi = head["window"]
+    grid_steps = sum(len(v) for v in runs.values()) * steps
+    opened = [side for side, o in zip(("below", "above"), head["open"]) if o]
+    lines = [
+        f"Grid: {len(runs)} ({body}, head) settings at 3 seeds ({grid_steps:,} optimizer steps); best pair {body} "
+        f"{best[0]:.3g}, head {best[1]:.3g}: mean eval loss {grid['means'][best]:.4f}, pooled sd {grid['sd']:.4f}, "
+        f"tie band <= {band:.4f}. Head window at {body} {best[0]:.3g}: {lo:.3g} .. {hi:.3g}"
+        + (f" (open {' and '.join(opened)}: the grid's edge)" if opened else "")
+        + ".",
+        "",
+        f"| strategy | seed | {body} lr | head lr | eval loss | in the tie band | head in its window | finder steps (x grid) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for strategy in ("sequential", "split"):
+        mine = sorted((r for r in records if _strategy(r) == strategy), key=lambda r: r["seed"])
+        for r in mine:
+            loss = r["eval_loss"]
+            inside = "yes" if loss is not None and loss <= band else "no"
+            lrs = r["trained_lrs"]
+            in_head = "yes" if lo <= lrs["head"] <= hi else "no"
+            cost = f"{r['cost_steps']} ({r['cost_steps'] / grid_steps:.3f})"
+            shown = "diverged" if loss is None else f"{loss:.4f}"
+            lines.append(
+                f"| {strategy} | {r['seed']} | {lrs[body]:.2e} | {lrs['head']:.2e} | {shown} | {inside} | {in_head} | {cost} |"
+            )
+        if len(mine) > 1:
+            spreads = {
+                g: max(r["trained_lrs"][g] for r in mine) / min(r["trained_lrs"][g] for r in mine)
+                for g in (body, "head")
+            }
+            lines.append(
+                f"| {strategy}: spread | | {spreads[body]:.2f}x | {spreads['head']:.2f}x | | "
+                f"{sum(r['eval_loss'] is not None and r['eval_loss'] <= band for r in mine)}/{len(mine)} | "
+                f"{sum(lo <= r['trained_lrs']['head'] <= hi for r in mine)}/{len(mine)} | |"
+            )
+    return "\n".join(lines)
+
+
+def overview(scores: dict) -> str:
+    """Markdown: one row per regime: its optimizer, window, and each rule's seeds in it (trough's median ratio too)."""
+    from suggestbench.regimes import REGIMES
+
+    names = [n for n in RULES if n in next(iter(scores.values()))["rules"]]
+    lines = [
+        "| regime | optimizer | best lr | window | " + " | ".join(names) + " | trough / best (median) |",
+        "|---" * (len(names) + 5) + "|",
+    ]
+    for regime, result in scores.items():
+        w, rules = result["window"], result["rules"]
+        cells = [f"{rules[n]['in_window']}/{rules[n]['seeds']}" if n in rules else "-" for n in names]
+        got = [v for v in rules["trough"]["suggestions"] if v is not None] if "trough" in rules else []
+        ratio = f"{statistics.median(v / w['best_lr'] for v in got):.2f}x" if got else "-"
+        lines.append(
+            f"| {regime} | {REGIMES[regime].optimizer} | {w['best_lr']:.3g} | {w['window'][0]:.3g} .. "
+            f"{w['window'][1]:.3g} | " + " | ".join(cells) + f" | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> None:
+    """Per regime, the cached phase curves of a strategy's runs (raw loss, a line per seed) and their suggestions."""
+    from matplotlib.figure import Figure
+    from suggestbench.regimes import REGIMES
+
+    fig = Figure(figsize=(9, 3.6 * len(regimes)))
+    axes = fig.subplots(len(regimes), 2, squeeze=False)
+    for row, regime in zip(axes, regimes):
+        records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
+        body = REGIMES[regime].body_group
+        runs = sorted((r for r in records if _strategy(r) == strategy and "curves" in r), key=lambda r: r["seed"])
+        grid = pair_grid(records, body)
+        for ax, group in zip(row, (body, "head")):
+            for r in runs:
+                curve = r["curves"][group]
+                line = ax.plot(curve["lrs"], curve["losses"], lw=1, label=f"seed {r['seed']}")[0]
+                ax.axvline(r["trained_lrs"][group], color=line.get_color(), ls=":", lw=1)
+            if group == "head":
+                ax.axvspan(*grid["head"]["window"], color="C2", alpha=0.15, label="head window")
+            else:
+                ax.axvline(grid["best"][0], color="k", lw=1, label=f"best pair's {body} lr")
+            ax.set_xscale("log")
+            ax.set_title(f"{regime}: {group} curve ({strategy}); dotted: trough")
+            ax.set_xlabel("learning rate")
+            ax.set_ylabel("raw loss (mean of sweeps)")
+            ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def ema_lag(regimes: Sequence[str]) -> str:
@@ -367,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--sensitivity", action="store_true", help="also print trough's seeds in window for other settings"
     )
+    parser.add_argument("--phase-plot", default=None, help="also draw the split strategy's phase curves to this PNG")
     args = parser.parse_args(argv)
     regimes = args.regimes or sorted(f[:-6] for f in os.listdir(DATA_DIR) if f.endswith(".jsonl"))
     scores = {}
@@ -395,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
         for rule, rows in s["confirm"].items():
             ratios = " ".join("diverged" if r["ratio"] is None else f"{r['ratio']:.3f}" for r in rows)
             print(f"  trained at {rule}: eval loss / grid best at the same seed = {ratios}")
+    print("\n" + overview(scores))
     if args.sensitivity:
         print("\n" + sensitivity(regimes))
         print("\n" + ema_lag(regimes))
@@ -403,12 +532,20 @@ def main(argv: list[str] | None = None) -> int:
         if any(r["kind"] == "auto" for r in records):
             from suggestbench.regimes import REGIMES
 
-            print(f"\n{regime}, groups='auto':\n" + groups_auto(records, REGIMES[regime].steps))
+            body = REGIMES[regime].body_group
+            print(f"\n{regime}, groups='auto':\n" + groups_auto(records, REGIMES[regime].steps, body))
+            for strategy in ("sequential", "split"):
+                if any(_strategy(r) == strategy and "curves" in r for r in records):
+                    print(
+                        f"\n{regime}, rules on the head curves of {strategy}:\n" + head_rules(records, strategy, body)
+                    )
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write("\n\n".join(f"### {regime}\n\n{markdown(regime, r)}" for regime, r in scores.items()) + "\n")
     if args.plot:
         plot(scores, args.plot)
+    if args.phase_plot:
+        phase_plot([r for r in regimes if _has_split(r)], args.phase_plot)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(scores, f, indent=1)

@@ -115,7 +115,9 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
         elif kind == "auto":
             todo += [{"kind": "auto", "seed": s, "options": {"groups": "auto"}} for s in GRID_SEEDS]
         elif kind == "split":
-            todo += [{"kind": "auto", "seed": s, "options": {"groups": "auto", "strategy": "split"}} for s in GRID_SEEDS]
+            todo += [
+                {"kind": "auto", "seed": s, "options": {"groups": "auto", "strategy": "split"}} for s in GRID_SEEDS
+            ]
         elif kind == "confirm":
             from score_suggestions import suggestion_of
 
@@ -163,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     parser.add_argument(
-        "--kinds", nargs="+", default=["sweep", "grid"], choices=["sweep", "sweep3", "grid", "confirm", "pairs", "auto", "split"]
+        "--kinds",
+        nargs="+",
+        default=["sweep", "grid"],
+        choices=["sweep", "sweep3", "grid", "confirm", "pairs", "auto", "split"],
     )
     parser.add_argument("--rule", default=None, help="the rule whose suggestions `confirm` trains at")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do, and stop")

@@ -74,3 +74,52 @@ def test_confirmation_runs_are_compared_with_the_grids_best_at_the_same_seed():
     (row,) = out["confirm"]["trough"]
     assert row["grid_best_loss"] == 1.0 and row["ratio"] == pytest.approx(1.05)
     assert "| 1 | 2.00e-03 | 1.0500 | 1.0000 | 1.050 |" in S.markdown("toy", out)
+
+
+def test_one_sweep_rules_read_the_first_sweep_of_three_where_no_one_sweep_record_exists():
+    records = grid({1e-4: 2.0, 1e-3: 1.0, 1e-2: 1.1, 1e-1: 2.2})
+    three = sweep(0, 3e-3, 3)
+    first = sweep(0, 3e-2, 1)["losses"]  # the first sweep's bottom differs from the others'
+    three["sweep_losses"] = [first, three["losses"], three["losses"]]
+    records.append(three)
+    (derived,) = S.sweeps_of(records, S.ONE)
+    assert derived["losses"] == first and derived["sweep_losses"] is None
+    assert S.suggestion_of("trough (1 sweep)", records, 0) == pytest.approx(1e-2, rel=0.1)
+    records.append(sweep(0, 3e-3, 1))  # a real one-sweep record takes precedence
+    assert S.suggestion_of("trough (1 sweep)", records, 0) == pytest.approx(1e-3, rel=0.1)
+
+
+def test_pair_grid_finds_the_best_pair_and_the_head_window_at_its_body_rate():
+    records = grid({1e-4: 2.0, 1e-3: 1.5})  # single rates: pairs with body = head
+    heads = {1e-3: 1.8, 1e-2: 1.0, 1e-1: 1.1, 1.0: 2.2}
+    records += [
+        {"kind": "pair", "lr": {"adapter": 1e-4, "head": h}, "seed": s, "eval_loss": m + d}
+        for h, m in heads.items()
+        for s, d in enumerate((-0.1, 0.0, 0.1))
+    ]
+    out = S.pair_grid(records, "adapter")
+    assert out["best"] == (1e-4, 1e-2) and out["sd"] == pytest.approx(0.1) and out["band"] == pytest.approx(1.2)
+    lo, hi = out["head"]["window"]  # the head rates at adapter 1e-4: 2.0 at 1e-4, 1.8, 1.0, 1.1, 2.2
+    assert math.log10(lo) == pytest.approx(-2 - 0.25) and math.log10(hi) == pytest.approx(-1 + 1 / 11)
+
+
+def test_the_grid_is_extended_while_its_best_is_at_an_end_then_refined_beside_it(monkeypatch):
+    import suggestion_bench as B
+    from suggestbench.common import half_decades
+
+    regime = type("R", (), {"name": "toy", "grid": half_decades(-3, -2)})()  # 1e-3, 3.16e-3, 1e-2
+    cached = []
+    monkeypatch.setattr(B, "records", lambda name: cached)
+
+    def finish(loss_of):
+        for lr in B.grid_rates(regime):
+            if not any(r["lr"] == lr for r in cached):
+                cached.extend({"kind": "grid", "lr": lr, "seed": s, "eval_loss": loss_of(lr)} for s in B.GRID_SEEDS)
+
+    assert B.grid_rates(regime) == half_decades(-3, -2)  # nothing run yet: the first pass
+    finish(lambda lr: abs(math.log10(lr) + 4))  # the best is 1e-4, below the first pass
+    assert [round(math.log10(x), 2) for x in B.grid_rates(regime)] == [-3.5, -3.0, -2.5, -2.0]  # one step down
+    while len(cached) < 3 * len(B.grid_rates(regime)):  # run what each pass adds, as the benchmark does
+        finish(lambda lr: abs(math.log10(lr) + 4))
+    rates = B.grid_rates(regime)  # extended to a half decade past 1e-4, then the quarter decades beside it
+    assert [round(math.log10(x), 2) for x in rates] == [-4.5, -4.25, -4.0, -3.75, -3.5, -3.0, -2.5, -2.0]
