@@ -111,7 +111,7 @@ def _add_group_options(parser: argparse.ArgumentParser) -> None:
     groups.add_argument(
         "--strategy",
         choices=("joint", "split", "sequential"),
-        help="default: sequential for --groups auto, joint with --layer-decay",
+        help="default: split for --groups auto, joint with --layer-decay",
     )
     groups.add_argument(
         "--layer-decay", type=float, help="per-layer groups, each layer's lr this fraction of the one above (joint)"

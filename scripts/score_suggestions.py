@@ -374,8 +374,17 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
         f"| strategy | seed | {body} lr | head lr | eval loss | in the tie band | head in its window | finder steps (x grid) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for strategy in ("sequential", "split"):
-        mine = sorted((r for r in records if _strategy(r) == strategy), key=lambda r: r["seed"])
+    split_cost = {r["seed"]: r["cost_steps"] for r in records if _strategy(r) == "split"}
+    variants = {
+        "sequential": [r for r in records if _strategy(r) == "sequential"],
+        "split, head by trough": [r for r in records if _strategy(r) == "split"],
+    }
+    for r in records:  # the split runs' body rate, the head read with another rule from their cached head curves
+        if r["kind"] == "split_confirm":
+            row = {**r, "trained_lrs": r["lr"], "cost_steps": split_cost[r["seed"]]}
+            variants.setdefault(f"split, head by {r['rule']}", []).append(row)
+    for strategy, mine in variants.items():
+        mine = sorted(mine, key=lambda r: r["seed"])
         for r in mine:
             loss = r["eval_loss"]
             inside = "yes" if loss is not None and loss <= band else "no"

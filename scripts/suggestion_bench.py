@@ -12,7 +12,8 @@ Kinds: `sweep` (one sweep, the range test of the fastai era: `num_sweeps=1`, 5 s
 range test: 3 sweeps averaged, 5 seeds), `grid` (every grid rate at 3 seeds), `confirm` (train at the `--rule`
 suggestion of the cached sweeps of the grid's seeds), `pairs` (the regime's (body, head) peak-rate pairs at 3 seeds),
 `auto` (`groups="auto"` with the sequential strategy at the grid's seeds, trained at its per-group `trough`
-suggestions), `split` (the same with `strategy="split"`).
+suggestions), `split` (the same with `strategy="split"`), `split_confirm` (train at the split runs' body rate and
+the `--rule` suggestion read on their cached head curves).
 """
 
 from __future__ import annotations
@@ -118,6 +119,14 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
             todo += [
                 {"kind": "auto", "seed": s, "options": {"groups": "auto", "strategy": "split"}} for s in GRID_SEEDS
             ]
+        elif kind == "split_confirm":  # the split runs' body rate with the head read by another rule
+            from score_suggestions import RULES
+
+            for r in records(regime_name):
+                if r["kind"] == "auto" and r["options"].get("strategy") == "split":
+                    curve = {"lrs": r["curves"]["head"]["lrs"], "losses": r["curves"]["head"]["losses"]}
+                    lrs = {regime.body_group: r["trained_lrs"][regime.body_group], "head": RULES[rule][1](curve)}
+                    todo.append({"kind": "split_confirm", "rule": rule, "lr": lrs, "seed": r["seed"]})
         elif kind == "confirm":
             from score_suggestions import suggestion_of
 
@@ -168,13 +177,13 @@ def main(argv: list[str] | None = None) -> int:
         "--kinds",
         nargs="+",
         default=["sweep", "grid"],
-        choices=["sweep", "sweep3", "grid", "confirm", "pairs", "auto", "split"],
+        choices=["sweep", "sweep3", "grid", "confirm", "pairs", "auto", "split", "split_confirm"],
     )
     parser.add_argument("--rule", default=None, help="the rule whose suggestions `confirm` trains at")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do, and stop")
     args = parser.parse_args(argv)
-    if "confirm" in args.kinds and not args.rule:
-        parser.error("--kinds confirm needs --rule NAME (see scripts/score_suggestions.py for the rules)")
+    if {"confirm", "split_confirm"} & set(args.kinds) and not args.rule:
+        parser.error("--kinds confirm and split_confirm need --rule NAME (see scripts/score_suggestions.py)")
     torch.set_num_threads(2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -109,7 +109,7 @@ def test_local_csv_classification_with_a_config_folder(tmp_path, tokenizer, csv_
     assert "group" in capsys.readouterr().out
 
 
-def test_groups_auto_on_a_classifier_sweeps_head_then_body(tmp_path, tokenizer, csv_file, capsys):
+def test_groups_auto_on_a_classifier_sweeps_the_model_then_the_head(tmp_path, tokenizer, csv_file, capsys):
     folder = config_folder(tmp_path / "model", tokenizer)
     args = ["--config", folder, "--dataset", csv_file, "--task", "seq-cls", "--num-steps", "12", "--batch-size", "4"]
     assert (
@@ -117,17 +117,16 @@ def test_groups_auto_on_a_classifier_sweeps_head_then_body(tmp_path, tokenizer, 
         == 0
     )
     result = LRFinderResult.load(tmp_path / "out" / "lr_find.json")
-    assert result.groups == ["head", "body"] and result.metadata["strategy"] == "sequential"
+    assert result.groups == ["head", "body"] and result.metadata["strategy"] == "split"
     out = capsys.readouterr().out
     assert re.search(r"^head ", out, re.M) and re.search(r"^body ", out, re.M)
     lines = out.splitlines()
     assert lines[0].startswith("lr_find: use lr ") and " for head (trough, the default rule); " in lines[0]
     assert " for body (trough, the default rule); " in lines[1]
+    assert lines[2].startswith("  every group at one rate, read for body: 2 sweeps from the same start")
     one_sweep = r"1 sweep, (all 12 steps recorded|\d+ of 12 steps recorded: it stopped when the loss diverged)"
-    assert re.fullmatch(rf"  head sweep: {one_sweep}", lines[2])
-    assert lines[3] == "  head warm-up: 6 steps at its suggestion, the body held still"
-    assert re.fullmatch(rf"  body sweep: {one_sweep}", lines[4])
-    assert lines[5].startswith(f"  cost: {12 + 6 + 12} optimizer steps in all")
+    assert re.fullmatch(rf"  head alone, the rest held still: {one_sweep}", lines[3])
+    assert lines[4].startswith(f"  cost: {2 * 12 + 12} optimizer steps in all")
 
 
 def test_layer_decay_gives_one_group_per_layer(tmp_path):

@@ -9,7 +9,7 @@ minilm = pytest.importorskip(
 
 
 @pytest.mark.slow
-def test_groups_on_the_real_checkpoint_and_a_sequential_sweep():
+def test_groups_on_the_real_checkpoint_and_a_split_sweep():
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -31,7 +31,7 @@ def test_groups_on_the_real_checkpoint_and_a_sequential_sweep():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     finder = LRFinder(model, optimizer, accelerator=Accelerator(cpu=True), progress=False)
     result = finder.range_test(batches, num_steps=20, end_lr=1.0, groups="auto", loading_info=info)
-    assert result.groups == ["head", "body"] and result.metadata["strategy"] == "sequential"
+    assert result.groups == ["head", "body"] and result.metadata["strategy"] == "split"
     assert all(result.suggestions[g]["valley"] is not None for g in result.groups)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     AcceleratorState._reset_state(reset_partial_state=True)

@@ -493,7 +493,7 @@ def test_result_json_has_the_runner_metadata(tmp_path):
 
 
 @pytest.mark.parametrize("prepared", [False, True])
-@pytest.mark.parametrize("strategy", ["joint", "sequential"])
+@pytest.mark.parametrize("strategy", ["joint", "split", "sequential"])
 def test_groups_auto_gives_one_curve_per_group_and_leaves_the_user_optimizer(prepared, strategy):
     from transformers import BertConfig, BertForSequenceClassification
 

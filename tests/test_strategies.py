@@ -87,7 +87,11 @@ def test_split_sweeps_everything_at_one_rate_then_the_head_alone_and_restores():
     assert result.metadata["num_sweeps"] == 2  # the body's curve: the mean of the two joint sweeps
     assert len(result.metadata["sweep_losses"]["body"]) == 2
     assert result.losses["head"] != result.losses["body"]
+    assert result.metadata["default_rules"] == {"head": "minimum"}  # the head's curve is read with minimum ...
+    assert result.suggestion(group="head") == result.suggestions["head"]["minimum"]
+    assert result.suggestion(group="body") == result.suggestions["body"]["trough"]  # ... the body's with trough
     summary = result.summary()
+    assert " for head (minimum, the default rule); " in summary and " for body (trough, the default rule); " in summary
     assert "every group at one rate, read for body: 2 sweeps from the same start" in summary
     assert "head alone, the rest held still: 1 sweep" in summary
     assert_same_state(before, state_of(model, opt))
@@ -107,6 +111,17 @@ def test_split_body_curve_is_the_one_group_range_test():
     one_group = run(range_test, num_sweeps=2)
     assert split.losses["body"] == one_group.losses["body"]
     assert split.suggestions["body"] == one_group.suggestions["body"]
+
+
+def test_split_reads_the_head_with_the_first_rule_when_the_sweep_does_not_run_minimum():
+    model = tiny_model()
+    opt = two_group_optimizer(model, ratio=1.0, names=["body", "head"])
+    step, _ = make_step(model, opt)
+    config = LRFinderConfig(num_steps=20, end_lr=1.0, num_sweeps=2, suggest=["valley", "trough"])
+    result = split_range_test(step, model, opt, config, progress=False)
+    assert result.metadata["default_rules"] == {"head": "valley"}
+    assert result.suggestion(group="head") == result.suggestions["head"]["valley"]
+    assert result.metadata["cost_steps"] == 40  # num_sweeps=2: one sweep of the whole model, one of the head
 
 
 def test_split_needs_a_head_and_a_body_and_changes_nothing():

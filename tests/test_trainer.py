@@ -198,11 +198,12 @@ def test_bf16_on_cpu(tmp_path):
     assert_same(before, weights(trainer.model))
 
 
-def test_groups_auto_sequential_gives_head_and_body(tmp_path):
+def test_groups_auto_split_gives_head_and_body(tmp_path):
     trainer = make_trainer(tmp_path, weight_decay=0.01)
     before = weights(trainer.model)
     result = find_lr(trainer, groups="auto", num_steps=12, end_lr=1.0, save_to=None)
-    assert result.groups == ["head", "body"] and result.metadata["strategy"] == "sequential"
+    assert result.groups == ["head", "body"] and result.metadata["strategy"] == "split"
+    assert result.metadata["cost_steps"] == 36  # two sweeps of the whole model, one of the head
     assert result.metadata["groups"]["head"] == ["classifier.weight", "classifier.bias"]
     assert_same(before, weights(trainer.model))
     result.apply(trainer, "minimum")

@@ -42,8 +42,9 @@ class LRFinderConfig:
         num_sweeps (`int`, *optional*, defaults to 3):
             Sweeps to average: each starts from the same state (restored in between) on the next batches, and the
             suggestions read the step-by-step mean of their raw losses, so that one unlucky run of batches does not
-            move them. The cost is `num_sweeps * num_steps` optimizer steps. The sequential strategy sweeps each of its
-            phases once.
+            move them. The cost is `num_sweeps * num_steps` optimizer steps. The split strategy of `groups="auto"`
+            averages `num_sweeps - 1` sweeps of the whole model and sweeps the head once (the same cost); the
+            sequential strategy sweeps each of its phases once.
         mode (`str`, *optional*, defaults to `"exp"`):
             `"exp"` (geometric spacing) or `"linear"`.
         beta (`float`, *optional*, defaults to 0.98):

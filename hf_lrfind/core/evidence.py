@@ -16,12 +16,23 @@ from .state import torch_optimizer
 
 @dataclass(frozen=True)
 class Evidence:
-    """One optimizer family: its class names, what `trough` measured there, and whether that needs a warning."""
+    """
+    One optimizer family: its class names, what `trough` measured there, and whether that needs a warning.
+    `settings` are `defaults` entries the measured setup had (Adafactor was measured without its relative step and
+    parameter scaling, which change what its learning rate means).
+    """
 
     family: str
     classes: tuple[str, ...]
     measured: str
     warn: bool = False
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    def matches(self, optimizer: Any) -> bool:
+        if type(optimizer).__name__ not in self.classes:
+            return False
+        defaults = getattr(optimizer, "defaults", {})
+        return all(defaults.get(key, value) == value for key, value in self.settings)
 
 
 EVIDENCE = (
@@ -49,8 +60,8 @@ EVIDENCE = (
 
 def evidence_for(optimizer: Any) -> tuple[str, Evidence | None]:
     """The optimizer's class name (accelerate's wrapper looked through) and its measured family, if any."""
-    name = type(torch_optimizer(optimizer)).__name__
-    return name, next((e for e in EVIDENCE if name in e.classes), None)
+    optimizer = torch_optimizer(optimizer)
+    return type(optimizer).__name__, next((e for e in EVIDENCE if e.matches(optimizer)), None)
 
 
 def optimizer_warning(optimizer: Any) -> str | None:

@@ -56,7 +56,7 @@ def plot_result(
     """
     Plot loss against learning rate (log x axis for an exponential sweep): raw loss faint (the mean of the sweeps),
     fastai's EMA bold, the centred mean `trough` reads dashed, one marker per suggestion, at the rate it suggests on
-    the curve it reads, with its value in the legend. The rule in use (`method`, by default the first the sweep ran,
+    the curve it reads, with its value in the legend. The rule in use (`method`, by default the group's default rule,
     which `result.suggestion()` returns) is marked larger, with a vertical line at its rate. The centred mean is drawn
     over the points `trough` reads (the prepared curve: the first and last points skipped), with the bottom it found.
     The y limits show the start, the bottoms of the smoothed and the raw loss, and every marker, not the diverging
@@ -67,7 +67,7 @@ def plot_result(
         path (`str`, *optional*): where to save a PNG.
         ax (`matplotlib.axes.Axes` or a sequence of them, *optional*): axes to draw on, one per panel.
         show_raw (`bool`, *optional*, defaults to `True`): also draw the raw loss.
-        method (`str`, *optional*): the rule to mark as the one in use; defaults to the first the sweep ran.
+        method (`str`, *optional*): the rule to mark as the one in use; defaults to each group's default rule.
 
     Returns:
         `matplotlib.figure.Figure`: the figure drawn on.
@@ -111,7 +111,7 @@ def plot_result(
             a.plot(read_lrs, centred, color="C0", linestyle="--", linewidth=1, label="centred mean (trough reads)")
             a.plot([read_lrs[bottom]], [centred[bottom]], linestyle="none", marker="|", markersize=14, color="C0")
             marked.append(float(centred[bottom]))
-        used = method or next(iter(result.suggestions[group]), None)
+        used = method or result.default_rule(group)
         for i, (rule, lr) in enumerate(result.suggestions[group].items()):
             if lr is None:
                 continue

@@ -69,13 +69,24 @@ class LRFinderResult:
         """Names of the groups, in optimizer order."""
         return list(self.lrs)
 
+    def default_rule(self, group: str) -> str | None:
+        """
+        The rule a group's suggestion is read with when none is named: the strategy's choice for that group where it
+        made one (`metadata["default_rules"]`: the split strategy reads the head with `minimum`), else the first rule
+        the sweep ran (`"trough"` unless `suggest` said otherwise).
+        """
+        chosen = self.metadata.get("default_rules", {}).get(group)
+        if chosen is not None and chosen in self.suggestions.get(group, {}):
+            return chosen
+        return next(iter(self.suggestions.get(group, {})), None)
+
     def suggestion(self, method: str | None = None, group: str | None = None) -> float:
         """
         One suggested learning rate.
 
         Args:
-            method (`str`, *optional*): a method the sweep ran; defaults to the first it ran (`"trough"` unless the
-                sweep's `suggest` said otherwise).
+            method (`str`, *optional*): a method the sweep ran; defaults to the group's default rule (see
+                [`~LRFinderResult.default_rule`]: `"trough"`, or `"minimum"` for the head of a split sweep).
             group (`str`, *optional*): the group; may be left out when the result has a single group.
 
         Raises:
@@ -89,7 +100,7 @@ class LRFinderResult:
         if group not in self.suggestions:
             raise ValueError(f"Unknown group {group!r}; this result has {self.groups}.")
         if method is None:
-            method = next(iter(self.suggestions[group]), None)
+            method = self.default_rule(group)
         if method not in self.suggestions[group]:
             raise ValueError(f"The sweep did not run the method {method!r}; it ran {list(self.suggestions[group])}.")
         value = self.suggestions[group][method]
@@ -124,7 +135,8 @@ class LRFinderResult:
             target (`transformers.Trainer` or `torch.optim.Optimizer`):
                 A Trainer (see [`hf_lrfind.apply_result`]), or the optimizer of your own loop, as
                 `accelerator.prepare` returned it or plain: each param group's rate is set.
-            method (`str`, *optional*): the rule; defaults to the first of `suggest` (`"trough"`).
+            method (`str`, *optional*): the rule; defaults to each group's default rule (`"trough"`, or `"minimum"`
+                for the head of a split sweep).
             scheduler (*optional*): the loop's LR scheduler (accelerate's `AcceleratedScheduler` or a torch one,
                 such as transformers' `get_linear_schedule_with_warmup`): its base rates are set too, so that the
                 schedule peaks at the suggestion. Without it a scheduler made later starts from the rates set.

@@ -67,7 +67,7 @@ def _table(result: LRFinderResult) -> list[str]:
 
 def summarize(result: LRFinderResult, method: str | None = None, *, table: bool = False) -> str:
     """
-    The result in a few lines: for each group the rate to use (the `method` rule, by default the first the sweep ran)
+    The result in a few lines: for each group the rate to use (the `method` rule, by default the group's default rule)
     and whether its curve can be trusted, then what ran and what it cost, and the other rules' suggestions (a table
     of every rule with `table=True`). The CLI prints it; the runner and the Trainer callback write it under their
     progress bars.
@@ -76,7 +76,7 @@ def summarize(result: LRFinderResult, method: str | None = None, *, table: bool 
     lines = []
     for group in result.groups:
         values = result.suggestions[group]
-        rule = method or next(iter(values))
+        rule = method or result.default_rule(group)
         default = "" if method else ", the default rule"
         value = values.get(rule)
         where = f" for {group}" if len(result.groups) > 1 else ""
@@ -105,7 +105,7 @@ def summarize(result: LRFinderResult, method: str | None = None, *, table: bool 
         return "\n".join(lines + _table(result))
     others = []
     for group in result.groups:
-        rule = method or next(iter(result.suggestions[group]))
+        rule = method or result.default_rule(group)
         rest = [f"{m} {v:.2e}" for m, v in result.suggestions[group].items() if m != rule and v is not None]
         if rest:
             others.append((f"{group}: " if len(result.groups) > 1 else "") + ", ".join(rest))

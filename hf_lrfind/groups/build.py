@@ -255,7 +255,8 @@ def regroup_optimizer(
 
     Each group's lr is the lr of `optimizer`'s first param group times its ratio: `ratios` when given, else the layer
     decay ratios with `layer_decay`, else [`DEFAULT_JOINT_RATIOS`] (body at a tenth of the head) for the groups it
-    names and 1.0 for others. Only the joint strategy reads the ratios; the sequential one sweeps each group on its own.
+    names and 1.0 for others. Only the joint strategy reads the ratios; the split and sequential ones set
+    each phase's rates themselves.
 
     Returns:
         `tuple[torch.optim.Optimizer, dict[str, list[str]]]`: the optimizer and the group -> parameter-names mapping.

@@ -258,7 +258,8 @@ class LRFinder:
                 swept with a new optimizer of your optimizer's class and defaults over those groups (yours is not
                 touched). By default the optimizer's own param groups are swept together.
             strategy (`str`, *optional*):
-                `"sequential"` (the default for `groups="auto"`: head first, then body) or `"joint"` (fixed ratios).
+                `"split"` (the default for `groups="auto"`: the whole model at one rate for the body and adapter
+                curves, then the head alone), `"sequential"` (head, head warm-up, body) or `"joint"` (fixed ratios).
             method (`str`, *optional*, defaults to the first of `suggest`, `"trough"`):
                 The rule whose head suggestion the sequential strategy trains the head at.
             layer_decay, ratios, loading_info (*optional*):

@@ -84,10 +84,11 @@ class LRFinderCallback(_TrainerEvents):
     Args:
         then (`str`, *optional*, defaults to `"train"`): `"train"` or `"stop"`.
         method (`str`, *optional*): the suggestion used by `then="train"` and by the sequential strategy for the
-            head; defaults to the first rule of `suggest` (`"trough"`).
+            head; defaults to each group's default rule (`"trough"`; `"minimum"` for the head of the split strategy,
+            the default of `groups="auto"`).
         groups (`str` or `Mapping`, *optional*): `"auto"` or explicit groups (see [`hf_lrfind.detect_groups`]) for
             one curve and suggestion per group; by default the optimizer's param groups are swept together.
-        strategy (`str`, *optional*): `"sequential"` (the default for `groups="auto"`) or `"joint"`.
+        strategy (`str`, *optional*): `"split"` (the default for `groups="auto"`), `"sequential"` or `"joint"`.
         layer_decay (`float`, *optional*): per-layer groups at this ratio (joint strategy).
         ratios (`Mapping[str, float]`, *optional*): each group's lr ratio to the head in a joint sweep.
         loading_info (`dict`, *optional*): from `from_pretrained(..., output_loading_info=True)`: its missing keys
@@ -130,9 +131,7 @@ class LRFinderCallback(_TrainerEvents):
         from ..core.suggest import resolve_suggesters
 
         rules = resolve_suggesters(self.config.suggest)
-        if method is None:
-            method = next(iter(rules))
-        elif method not in rules:
+        if method is not None and method not in rules:
             raise ValueError(
                 f"method ({method!r}) must be one of the suggestion rules the sweep runs ({self.config.suggest})."
             )
@@ -307,7 +306,7 @@ def _tracker_logs(result: LRFinderResult, seconds: float | None = None) -> dict[
     return logs
 
 
-def _console_summary(result: LRFinderResult, method: str, training: Trainer | None = None) -> str:
+def _console_summary(result: LRFinderResult, method: str | None, training: Trainer | None = None) -> str:
     """The result's summary (the warnings are logged above it); with the `training` trainer, the peak rates its
     training now uses."""
     lines = [result.summary(method)]
@@ -318,7 +317,8 @@ def _console_summary(result: LRFinderResult, method: str, training: Trainer | No
             rates = "s " + ", ".join(f"{name} {lr:.2e}" for name, lr in peaks.items())
         else:
             rates = f" {next(iter(peaks.values())):.2e}"
-        lines.append(f"lr_find: training now, at peak learning rate{rates} ({method})")
+        rules = method or ", ".join(dict.fromkeys(result.default_rule(g) for g in result.groups))
+        lines.append(f"lr_find: training now, at peak learning rate{rates} ({rules})")
     return "\n".join(lines)
 
 
