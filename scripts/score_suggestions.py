@@ -440,18 +440,27 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
         records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
         body = REGIMES[regime].body_group
         runs = sorted((r for r in records if _strategy(r) == strategy and "curves" in r), key=lambda r: r["seed"])
+        head_rule = {
+            r["seed"]: r["lr"]["head"] for r in records if r["kind"] == "split_confirm" and r["rule"] == "minimum"
+        }
         grid = pair_grid(records, body)
         for ax, group in zip(row, (body, "head")):
+            lows = []
             for r in runs:
                 curve = r["curves"][group]
                 line = ax.plot(curve["lrs"], curve["losses"], lw=1, label=f"seed {r['seed']}")[0]
-                ax.axvline(r["trained_lrs"][group], color=line.get_color(), ls=":", lw=1)
+                lr = head_rule.get(r["seed"], r["trained_lrs"][group]) if group == "head" else r["trained_lrs"][group]
+                ax.axvline(lr, color=line.get_color(), ls=":", lw=1)
+                lows.append(min(x for x in curve["losses"] if x is not None))
+            start = runs[0]["curves"][group]["losses"][0]
+            ax.set_ylim(0.9 * min(lows), 1.3 * start)
             if group == "head":
                 ax.axvspan(*grid["head"]["window"], color="C2", alpha=0.15, label="head window")
             else:
                 ax.axvline(grid["best"][0], color="k", lw=1, label=f"best pair's {body} lr")
             ax.set_xscale("log")
-            ax.set_title(f"{regime}: {group} curve ({strategy}); dotted: trough")
+            rule = "minimum" if group == "head" else "trough"
+            ax.set_title(f"{regime}: {group} curve ({strategy}); dotted: {rule}", fontsize="medium")
             ax.set_xlabel("learning rate")
             ax.set_ylabel("raw loss (mean of sweeps)")
             ax.legend(fontsize="x-small")

@@ -264,7 +264,11 @@ def test_callback_train_with_groups_trains_each_group_at_its_suggestion(tmp_path
 
     trainer.add_callback(Spy())
     trainer.train()
-    expected = {g: finder.result.suggestion("trough", g) for g in ("head", "body")}
+    expected = {g: finder.result.suggestion(group=g) for g in ("head", "body")}  # each group's default rule
+    assert expected == {
+        "head": finder.result.suggestions["head"]["minimum"],
+        "body": finder.result.suggestions["body"]["trough"],
+    }
     assert seen and all(s == expected for s in seen)  # the schedule's peak per group
     assert trainer.state.global_step == 6
 
@@ -444,12 +448,12 @@ def test_the_suggestions_are_shown_on_the_console_where_the_trainer_shows_its_me
     result = find_lr(make_trainer(tmp_path / "a", disable_tqdm=False), num_steps=8, num_sweeps=1, save_to=None)
     out = capsys.readouterr().out
     trough = result.suggestions["all"]["trough"]
-    assert f"lr_find: use lr {trough:.2e} (trough); " in out
+    assert f"lr_find: use lr {trough:.2e} (trough, the default rule); " in out
     assert f"  cost: {result.metadata['cost_steps']} optimizer steps in all" in out and "  other rules: valley " in out
     finder = LRFinderCallback(num_steps=8, num_sweeps=1, save_to=None)
     make_trainer(tmp_path / "b", callbacks=[finder], disable_tqdm=False).train()
     out = capsys.readouterr().out
-    assert f"lr_find: use lr {finder.result.suggestion():.2e} (trough)" in out  # the rule training uses, named
+    assert f"lr_find: use lr {finder.result.suggestion():.2e} (trough, the default rule)" in out  # the rule in use
     assert f"lr_find: training now, at peak learning rate {finder.result.suggestion():.2e} (trough)" in out
     find_lr(
         make_trainer(tmp_path / "c"), num_steps=8, num_sweeps=1, save_to=None
@@ -495,7 +499,7 @@ def test_training_speed_covers_the_training_alone_and_the_sweep_is_reported_apar
 
 def test_a_callback_without_trough_uses_the_first_rule_it_runs(tmp_path):
     finder = LRFinderCallback(then="train", suggest=["valley", "steep"], num_steps=10, num_sweeps=1, save_to=None)
-    assert finder.method == "valley"
+    assert finder.method is None  # no rule named: each group's default rule, the first the sweep runs
     trainer = make_trainer(tmp_path, callbacks=[finder])
     trainer.train()
     assert trainer.args.learning_rate == finder.result.suggestion("valley") == finder.result.suggestion()
