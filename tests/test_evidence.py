@@ -1,5 +1,6 @@
 """The benchmark's evidence per optimizer family: a note in the result where the default rule was not measured."""
 
+import pytest
 import torch
 
 from hf_lrfind import LRFinderConfig
@@ -42,3 +43,18 @@ def test_accelerates_wrapper_is_looked_through():
     model = tiny_model()
     wrapped = Accelerator(cpu=True).prepare_optimizer(torch.optim.AdamW(model.parameters()))
     assert evidence_for(wrapped)[0] == "AdamW" and optimizer_warning(wrapped) is None
+
+
+def test_adafactor_with_its_own_step_size_is_refused_before_any_step():
+    from transformers import Adafactor
+
+    model = tiny_model()
+    opt = Adafactor(model.parameters())  # transformers' defaults: relative_step=True, lr=None
+    step, calls = make_step(model, opt, losses=BOWL)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="relative_step=False, scale_parameter=False, warmup_init=False"):
+        range_test(step, model, opt, LRFinderConfig(num_steps=40), progress=False)
+    assert calls == [] and all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    opt = Adafactor(model.parameters(), lr=1e-3, relative_step=False, scale_parameter=False, warmup_init=False)
+    step, _ = make_step(model, opt, losses=BOWL)
+    range_test(step, model, opt, LRFinderConfig(num_steps=40, diverge_threshold=None), progress=False)

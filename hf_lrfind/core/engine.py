@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .config import LRFinderConfig
-from .evidence import evidence_for, optimizer_warning
+from .evidence import check_sweepable, evidence_for, optimizer_warning
 from .recorder import LossRecorder, debiased_ema
 from .result import LRFinderResult
 from .schedule import base_lr, group_bounds, lr_at, param_group_names
@@ -330,6 +330,7 @@ def range_test(
     Returns:
         [`LRFinderResult`]
     """
+    check_sweepable(optimizer)
     if snapshot is None:
         snapshot = make_snapshot(model, optimizer, config, scheduler=scheduler, scaler=scaler)
     runs: list[Curve] = []

@@ -58,6 +58,23 @@ EVIDENCE = (
 )
 
 
+def check_sweepable(optimizer: Any) -> None:
+    """
+    Refuse optimizers whose learning rate a range test cannot sweep: Adafactor with `relative_step=True` (the default
+    of `transformers.Adafactor`) computes its own step size from the step count and ignores the param groups' `lr`.
+
+    Raises:
+        ValueError: with what to build instead.
+    """
+    optimizer = torch_optimizer(optimizer)
+    if getattr(optimizer, "defaults", {}).get("relative_step") or any(
+        g.get("relative_step") for g in optimizer.param_groups
+    ):
+        raise ValueError(
+            f"{type(optimizer).__name__} with relative_step=True sets its own step size and ignores the learning rate, so a range test cannot sweep it. Build it with relative_step=False, scale_parameter=False, warmup_init=False and an lr (as the Trainer's optim='adafactor' does), or leave it out of the sweep."
+        )
+
+
 def evidence_for(optimizer: Any) -> tuple[str, Evidence | None]:
     """The optimizer's class name (accelerate's wrapper looked through) and its measured family, if any."""
     optimizer = torch_optimizer(optimizer)

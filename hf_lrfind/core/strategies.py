@@ -25,6 +25,7 @@ from .engine import (
     range_test,
     sweep,
 )
+from .evidence import check_sweepable
 from .state import rng_state, set_rng_state
 from .suggest import resolve_suggesters
 
@@ -118,6 +119,7 @@ def split_range_test(
     Raises:
         ValueError: when the optimizer has no group named in `first`, or nothing else to sweep.
     """
+    check_sweepable(optimizer)
     groups = optimizer.param_groups
     names = param_group_names(groups)
     is_first = _head_mask(names, first, "split")
@@ -209,6 +211,7 @@ def sequential_range_test(
     Raises:
         ValueError: when the optimizer has no group named in `first`, or nothing else to sweep.
     """
+    check_sweepable(optimizer)
     groups = optimizer.param_groups
     names = param_group_names(groups)
     is_first = _head_mask(names, first, "sequential")
