@@ -124,6 +124,12 @@ def split_range_test(
     names = param_group_names(groups)
     is_first = _head_mask(names, first, "split")
     _check_float_bounds(config, "split")
+    rules = list(resolve_suggesters(config.suggest))
+    if head_method not in rules:
+        logger.info(
+            f"The sweep does not run {head_method!r} (suggest={config.suggest}); the head is read with {rules[0]!r}."
+        )
+        head_method = rules[0]
     base = [base_lr(g) for g in groups]
     ref = next(lr for lr, m in zip(base, is_first) if m)
     if ref <= 0:
@@ -159,12 +165,6 @@ def split_range_test(
         snapshot.close()
     head_curve, body_curve = runs[-1], average_sweeps(runs[:-1], config.beta)
     curves = {n: (head_curve if n in first else body_curve) for n in dict.fromkeys(names)}
-    rules = list(resolve_suggesters(config.suggest))
-    if head_method not in rules:
-        logger.info(
-            f"The sweep does not run {head_method!r} (suggest={config.suggest}); the head is read with {rules[0]!r}."
-        )
-        head_method = rules[0]
     default_rules = {n: head_method for n in dict.fromkeys(names) if n in first}
     meta = {"strategy": "split", "default_rules": default_rules, **(metadata or {})}
     return build_result(curves, config, meta, log_warnings=log_warnings, optimizer=optimizer)
