@@ -164,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Its summary (which rate per group, by which rule, whether each curve passed the checks) is on the console.
     print(f"curves: {os.path.join(args.output_dir, 'lr_find.png')}")
-    result.apply(trainer)  # method="trough": each group's suggestion is the peak of the warmup/decay schedule
-    print("training at " + ", ".join(f"{g}={result.suggestion('trough', g):.2e}" for g in result.groups))
+    result.apply(trainer)  # each group's suggestion (its default rule) is the peak of the warmup/decay schedule
+    rates = (f"{g}={result.suggestion(group=g):.2e} ({result.default_rule(g)})" for g in result.groups)
+    print("training at " + ", ".join(rates))
     trainer.train()
     metrics = trainer.evaluate()
     print(f"eval loss {metrics['eval_loss']:.4f}, accuracy {metrics['eval_accuracy']:.3f}")
