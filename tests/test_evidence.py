@@ -58,3 +58,16 @@ def test_adafactor_with_its_own_step_size_is_refused_before_any_step():
     opt = Adafactor(model.parameters(), lr=1e-3, relative_step=False, scale_parameter=False, warmup_init=False)
     step, _ = make_step(model, opt, losses=BOWL)
     range_test(step, model, opt, LRFinderConfig(num_steps=40, diverge_threshold=None), progress=False)
+
+
+def test_a_measured_family_where_the_rule_needs_a_caveat_says_what_was_measured():
+    class Lion(torch.optim.SGD):  # any optimizer class named Lion belongs to the Lion family
+        pass
+
+    result = sweep_with(Lion)
+    (note,) = result.metadata["warnings"]
+    lion = next(e for e in EVIDENCE if e.family == "Lion")
+    assert (
+        lion.warn
+        and note == f"The default rule was measured with Lion (Lion): {lion.measured}. See docs/suggestions.md."
+    )
