@@ -298,6 +298,14 @@ def make_snapshot(
     )
 
 
+def restart(snapshot: Any) -> None:
+    """Back to the state before the sweep for the next one: the same start, the next batches, and random draws
+    (dropout, shuffling) that go on rather than repeat."""
+    drawn = rng_state()
+    snapshot.restore()
+    set_rng_state(drawn)
+
+
 def range_test(
     step_fn: StepFn,
     model: torch.nn.Module,
@@ -336,10 +344,8 @@ def range_test(
     runs: list[Curve] = []
     try:
         for i in range(config.num_sweeps):
-            if i:  # the same start, the next batches, and random draws (dropout, shuffling) that go on, not repeat
-                drawn = rng_state()
-                snapshot.restore()
-                set_rng_state(drawn)
+            if i:
+                restart(snapshot)
             description = "LR range test" + (f" ({i + 1}/{config.num_sweeps})" if config.num_sweeps > 1 else "")
             runs.append(sweep(step_fn, optimizer, config, progress=progress, description=description))
     finally:

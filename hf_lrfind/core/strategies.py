@@ -23,10 +23,10 @@ from .engine import (
     make_snapshot,
     param_group_names,
     range_test,
+    restart,
     sweep,
 )
 from .evidence import check_sweepable
-from .state import rng_state, set_rng_state
 from .suggest import resolve_suggesters
 
 logger = logging.getLogger(__name__)
@@ -68,11 +68,27 @@ def _head_mask(names: Sequence[str], first: Sequence[str], strategy: str) -> lis
     return is_first
 
 
-def _check_float_bounds(config: LRFinderConfig, strategy: str) -> None:
+def _head_and_rest(
+    optimizer: torch.optim.Optimizer, config: LRFinderConfig, first: Sequence[str], strategy: str
+) -> tuple[list[str], list[bool]]:
+    """The checks the head-aware strategies share: a sweepable optimizer, a head and something else, float bounds.
+    Returns the group names and which of them are the head."""
+    check_sweepable(optimizer)
+    names = param_group_names(optimizer.param_groups)
+    is_first = _head_mask(names, first, strategy)
     if not isinstance(config.start_lr, (int, float)) or not isinstance(config.end_lr, (int, float)):
         raise ValueError(
             f"The {strategy} strategy takes one start_lr and one end_lr (floats); the group ratios come from the optimizer."
         )
+    return names, is_first
+
+
+def _ratio_bounds(config: LRFinderConfig, base: Sequence[float], mask: Sequence[bool]) -> list[tuple[float, float]]:
+    """Sweep bounds for the groups in `mask`, each at its ratio to the first of them; the others held at lr 0."""
+    ref = next(lr for lr, m in zip(base, mask) if m)
+    if ref <= 0:
+        raise ValueError("Every swept param group needs a positive lr to take the group ratios from.")
+    return [(config.start_lr * lr / ref, config.end_lr * lr / ref) if m else (0.0, 0.0) for lr, m in zip(base, mask)]
 
 
 def split_range_test(
@@ -119,35 +135,23 @@ def split_range_test(
     Raises:
         ValueError: when the optimizer has no group named in `first`, or nothing else to sweep.
     """
-    check_sweepable(optimizer)
-    groups = optimizer.param_groups
-    names = param_group_names(groups)
-    is_first = _head_mask(names, first, "split")
-    _check_float_bounds(config, "split")
+    names, is_first = _head_and_rest(optimizer, config, first, "split")
     rules = list(resolve_suggesters(config.suggest))
     if head_method not in rules:
         logger.info(
             f"The sweep does not run {head_method!r} (suggest={config.suggest}); the head is read with {rules[0]!r}."
         )
         head_method = rules[0]
-    base = [base_lr(g) for g in groups]
-    ref = next(lr for lr, m in zip(base, is_first) if m)
-    if ref <= 0:
-        raise ValueError("The head's param group needs a positive lr to take the ratios of its groups from.")
-    together = [(config.start_lr, config.end_lr)] * len(groups)
-    alone = [
-        (config.start_lr * lr / ref, config.end_lr * lr / ref) if m else (0.0, 0.0) for lr, m in zip(base, is_first)
-    ]
+    together = [(config.start_lr, config.end_lr)] * len(names)
+    alone = _ratio_bounds(config, [base_lr(g) for g in optimizer.param_groups], is_first)
     if snapshot is None:
         snapshot = make_snapshot(model, optimizer, config, scheduler=scheduler, scaler=scaler)
     joint_sweeps = max(1, config.num_sweeps - 1)
     runs = []
     try:
         for i in range(joint_sweeps + 1):
-            if i:  # the same start, the next batches, and random draws that go on (as range_test)
-                drawn = rng_state()
-                snapshot.restore()
-                set_rng_state(drawn)
+            if i:
+                restart(snapshot)
             head = i == joint_sweeps
             description = "LR range test (head)" if head else f"LR range test (all groups, {i + 1}/{joint_sweeps})"
             runs.append(
@@ -211,10 +215,8 @@ def sequential_range_test(
     Raises:
         ValueError: when the optimizer has no group named in `first`, or nothing else to sweep.
     """
-    check_sweepable(optimizer)
+    names, is_first = _head_and_rest(optimizer, config, first, "sequential")
     groups = optimizer.param_groups
-    names = param_group_names(groups)
-    is_first = _head_mask(names, first, "sequential")
     warmup_steps = config.num_steps // 2 if warmup_steps is None else warmup_steps
     method = method if method is not None else next(iter(resolve_suggesters(config.suggest)))
     if config.num_sweeps > 1:
@@ -223,16 +225,10 @@ def sequential_range_test(
         )
     if warmup_steps < 0:
         raise ValueError(f"warmup_steps ({warmup_steps}) must not be negative.")
-    _check_float_bounds(config, "sequential")
     base = [base_lr(g) for g in groups]
 
     def ratio_bounds(mask: list[bool]) -> list[tuple[float, float]]:
-        ref = next(lr for lr, m in zip(base, mask) if m)
-        if ref <= 0:
-            raise ValueError("Every swept param group needs a positive lr to take the group ratios from.")
-        return [
-            (config.start_lr * lr / ref, config.end_lr * lr / ref) if m else (0.0, 0.0) for lr, m in zip(base, mask)
-        ]
+        return _ratio_bounds(config, base, mask)
 
     if snapshot is None:
         snapshot = make_snapshot(model, optimizer, config, scheduler=scheduler, scaler=scaler)
