@@ -64,6 +64,13 @@ EVIDENCE = (
         "if training at the suggestion is unstable, a third of it is where Lion's best rate was from scratch",
         warn=True,
     ),
+    Evidence(
+        "SGD",
+        ("SGD",),
+        "trough landed in the window at 5 of 5 sweep seeds in 1 regime (GPT-2 from scratch, momentum 0.9), where SGD "
+        "trained far worse than AdamW at every rate and the grid barely separates rates from 0.01 to 3: weak evidence",
+        warn=True,
+    ),
 )
 
 
