@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .config import LRFinderConfig
-from .evidence import check_sweepable, evidence_for, optimizer_warning
+from .evidence import check_sweepable, evidence_for, warning_for
 from .recorder import LossRecorder, debiased_ema
 from .result import LRFinderResult
 from .schedule import base_lr, group_bounds, lr_at, param_group_names
@@ -250,9 +250,10 @@ def build_result(
                 if log_warnings:
                     logger.warning(message)
                 warnings.append(message)
-    optimizer_note = None
+    optimizer_name, optimizer_note = None, None
     if optimizer is not None:
-        optimizer_note = optimizer_warning(optimizer)
+        optimizer_name, family = evidence_for(optimizer)
+        optimizer_note = warning_for(optimizer_name, family)
         if optimizer_note is not None:
             if log_warnings:
                 logger.warning(optimizer_note)
@@ -275,7 +276,7 @@ def build_result(
         "warnings": warnings,
     }
     if optimizer is not None:
-        meta["optimizer"] = evidence_for(optimizer)[0]
+        meta["optimizer"] = optimizer_name
         meta["optimizer_warning"] = optimizer_note
     meta.update(metadata or {})
     meta["cost_steps"] = sum(c.executed for c in unique) + meta.get("warmup_steps", 0)

@@ -102,7 +102,11 @@ def optimizer_warning(optimizer: Any) -> str | None:
     The warning for a result swept with `optimizer`: `None` where the benchmark measured its family and `trough` held
     there; otherwise what was measured, for which families, so that the user knows how far to trust the default rule.
     """
-    name, found = evidence_for(optimizer)
+    return warning_for(*evidence_for(optimizer))
+
+
+def warning_for(name: str, found: Evidence | None) -> str | None:
+    """[`optimizer_warning`] from what [`evidence_for`] returned (the class name and its family, if measured)."""
     if found is not None and not found.warn:
         return None
     if found is not None:

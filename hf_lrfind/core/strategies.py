@@ -58,16 +58,6 @@ def _first_suggestion(suggestions: Mapping[str, float | None], method: str) -> f
     )
 
 
-def _head_mask(names: Sequence[str], first: Sequence[str], strategy: str) -> list[bool]:
-    """Which param groups are the head (named in `first`); there must be a head and something else."""
-    is_first = [name in first for name in names]
-    if not any(is_first) or all(is_first):
-        raise ValueError(
-            f"The {strategy} strategy needs param groups named {list(first)} and at least one other group; the optimizer has {sorted(set(names))}. Build it with hf_lrfind.build_param_groups (groups='auto'), or use strategy='joint'."
-        )
-    return is_first
-
-
 def _head_and_rest(
     optimizer: torch.optim.Optimizer, config: LRFinderConfig, first: Sequence[str], strategy: str
 ) -> tuple[list[str], list[bool]]:
@@ -75,7 +65,11 @@ def _head_and_rest(
     Returns the group names and which of them are the head."""
     check_sweepable(optimizer)
     names = param_group_names(optimizer.param_groups)
-    is_first = _head_mask(names, first, strategy)
+    is_first = [name in first for name in names]
+    if not any(is_first) or all(is_first):
+        raise ValueError(
+            f"The {strategy} strategy needs param groups named {list(first)} and at least one other group; the optimizer has {sorted(set(names))}. Build it with hf_lrfind.build_param_groups (groups='auto'), or use strategy='joint'."
+        )
     if not isinstance(config.start_lr, (int, float)) or not isinstance(config.end_lr, (int, float)):
         raise ValueError(
             f"The {strategy} strategy takes one start_lr and one end_lr (floats); the group ratios come from the optimizer."
@@ -227,9 +221,6 @@ def sequential_range_test(
         raise ValueError(f"warmup_steps ({warmup_steps}) must not be negative.")
     base = [base_lr(g) for g in groups]
 
-    def ratio_bounds(mask: list[bool]) -> list[tuple[float, float]]:
-        return _ratio_bounds(config, base, mask)
-
     if snapshot is None:
         snapshot = make_snapshot(model, optimizer, config, scheduler=scheduler, scaler=scaler)
     original_state = {p: copy.deepcopy(optimizer.state[p]) for g in groups for p in g["params"] if p in optimizer.state}
@@ -240,7 +231,7 @@ def sequential_range_test(
             config,
             progress=progress,
             description="LR range test (head)",
-            bounds=ratio_bounds(is_first),
+            bounds=_ratio_bounds(config, base, is_first),
         )
         snapshot.restore()
         head_result = build_result({n: head_curve for n in head_curve.lrs if n in first}, config, log_warnings=False)
@@ -259,7 +250,7 @@ def sequential_range_test(
                     if p in original_state:
                         optimizer.state[p] = copy.deepcopy(original_state[p])
         rest = [not f for f in is_first]
-        bounds = [h if f else b for h, f, b in zip(held, is_first, ratio_bounds(rest))]
+        bounds = [h if f else b for h, f, b in zip(held, is_first, _ratio_bounds(config, base, rest))]
         body_curve = sweep(
             step_fn, optimizer, config, progress=progress, description="LR range test (body)", bounds=bounds
         )

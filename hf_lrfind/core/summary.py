@@ -91,11 +91,11 @@ def summarize(result: LRFinderResult, method: str | None = None, *, table: bool 
         lines.append(f"  head warm-up: {meta['warmup_steps']} steps at its suggestion, the body held still")
         lines.extend(f"  {g} sweep: {_sweeps(result, g)}" for g in body)
     elif meta.get("strategy") == "split":
-        body = [g for g in result.groups if g != "head"]
+        heads = list(meta.get("default_rules", {}))  # the strategy records a rule for each group it swept alone
+        body = [g for g in result.groups if g not in heads]
         if body:
             lines.append(f"  every group at one rate, read for {', '.join(body)}: {_sweeps(result, body[0])}")
-        if "head" in result.groups:
-            lines.append(f"  head alone, the rest held still: {_sweeps(result, 'head')}")
+        lines.extend(f"  {g} alone, the rest held still: {_sweeps(result, g)}" for g in heads)
     else:
         lines.append(f"  {_sweeps(result, result.groups[0])}")
     lines.append(f"  cost: {_cost(result)}; the state before the sweep restored")
