@@ -40,6 +40,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise BadInput(f"{option} ({text!r}) must be comma-separated numbers, such as 0.5,1,2.") from None
+
+
 class _DefaultsInHelp(argparse.HelpFormatter):
     """Shows an option's default after its help, where there is one worth showing (not None, not a switch)."""
 
@@ -90,6 +97,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--suggest",
         default="trough,valley,slide,steep,minimum",
         help="comma-separated suggestion rules; the first is the suggestion",
+    )
+    sweep.add_argument(
+        "--confirm-steps",
+        type=int,
+        default=0,
+        help="after the sweep, train this many steps at each --confirm-factors times the suggestion (each from the "
+        "same start, on the same batches) and keep the one that ends lowest; 0: off",
+    )
+    sweep.add_argument(
+        "--confirm-factors", default="0.5,1,2", help="comma-separated multiples of the suggestion to confirm"
     )
     _add_group_options(p)
 
@@ -146,6 +163,8 @@ def run(args: argparse.Namespace) -> int:
         num_sweeps=args.num_sweeps,
         mode=args.mode,
         suggest=suggest,
+        confirm_steps=args.confirm_steps,
+        confirm_factors=_floats(args.confirm_factors, "--confirm-factors"),
     )
     if args.max_grad_norm < 0:
         raise BadInput(f"--max-grad-norm ({args.max_grad_norm}) must not be negative; 0 turns clipping off.")

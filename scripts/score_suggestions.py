@@ -79,6 +79,7 @@ def top_window(grid: Sequence[dict]) -> dict:
 
 Rule = Callable[[dict], "float | None"]
 ONE, THREE = "1 sweep", "3 sweeps"
+PROBED = "3 sweeps + trials"  # a 3-sweep record with the seed's `probe` trainings (the confirmation phase's trials)
 
 
 def _prepared(record: dict, smoothed: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -117,12 +118,31 @@ def _trough(**kwargs) -> Rule:
     return rule
 
 
+def _confirmed(score: str) -> Rule:
+    """
+    The confirmation phase (`confirm_steps`): of the seed's short trainings at multiples of its `trough` suggestion,
+    the one with the lowest `score` (`train_loss`: the mean training loss of its last tenth, what the library reads;
+    `eval_loss`: the held-out loss, which the library does not have); a tie goes to the lower rate.
+    """
+
+    def rule(record: dict) -> float | None:
+        probes = sorted(record["probes"], key=lambda p: p["lr"])
+        losses = [math.inf if p[score] is None else p[score] for p in probes]
+        if not any(math.isfinite(x) for x in losses):
+            return None
+        return probes[min(range(len(probes)), key=lambda i: (losses[i], probes[i]["lr"]))]["lr"]
+
+    return rule
+
+
 RULES: dict[str, tuple[str, Rule]] = {
     "trough": (THREE, _trough()),
     **{name: (ONE, _fastai(name)) for name in ("valley", "slide", "steep", "minimum")},
     "trough (1 sweep)": (ONE, _trough()),
     "valley (3 sweeps)": (THREE, _fastai("valley")),
     "minimum (3 sweeps)": (THREE, _fastai("minimum")),
+    "confirmed": (PROBED, _confirmed("train_loss")),
+    "confirmed (eval loss)": (PROBED, _confirmed("eval_loss")),
 }
 
 
@@ -130,8 +150,21 @@ def sweeps_of(records: Sequence[dict], source: str) -> list[dict]:
     """
     The cached sweep records a rule of `source` reads, by seed. Where a regime has no one-sweep records, the first
     sweep of each 3-sweep record stands for it: it is the same run (same start, same batches; bit-identical on the
-    first four regimes, where both are cached).
+    first four regimes, where both are cached). A `PROBED` rule reads the 3-sweep records of the seeds whose trials
+    (`probe` records, one per factor of `PROBE_FACTORS`) are all cached, each with its trials as `probes`.
     """
+    if source == PROBED:
+        from suggestion_bench import PROBE_FACTORS
+
+        probes: dict[int, list[dict]] = {}
+        for r in records:
+            if r["kind"] == "probe":
+                probes.setdefault(r["seed"], []).append(r)
+        return [
+            {**r, "probes": probes[r["seed"]]}
+            for r in sweeps_of(records, THREE)
+            if len(probes.get(r["seed"], [])) == len(PROBE_FACTORS)
+        ]
     options = {"num_sweeps": 1 if source == ONE else 3}
     found = [r for r in records if r["kind"] == "sweep" and r.get("options") == options]
     if not found and source == ONE:

@@ -13,7 +13,9 @@ range test: 3 sweeps averaged, 5 seeds), `grid` (every grid rate at 3 seeds), `c
 suggestion of the cached sweeps of the grid's seeds), `pairs` (the regime's (body, head) peak-rate pairs at 3 seeds),
 `auto` (`groups="auto"` with the sequential strategy at the grid's seeds, trained at its per-group `trough`
 suggestions), `split` (the same with `strategy="split"`), `split_confirm` (train at the split runs' body rate and
-the `--rule` suggestion read on their cached head curves).
+the `--rule` suggestion read on their cached head curves), `probe` (short trainings, half the budget with the
+schedule's shape compressed to it, at `PROBE_FACTORS` times each sweep seed's `trough` suggestion: the data of a
+confirmation phase, every step's loss kept).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from suggestbench.regimes import REGIMES  # noqa: E402
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "suggestions", "data")
 SWEEP_SEEDS = (0, 1, 2, 3, 4)
 GRID_SEEDS = (0, 1, 2)
+PROBE_FACTORS = (0.5, 1.0, 2.0)
 
 
 def records(regime: str) -> list[dict]:
@@ -127,6 +130,16 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
                     curve = {"lrs": r["curves"]["head"]["lrs"], "losses": r["curves"]["head"]["losses"]}
                     lrs = {regime.body_group: r["trained_lrs"][regime.body_group], "head": RULES[rule][1](curve)}
                     todo.append({"kind": "split_confirm", "rule": rule, "lr": lrs, "seed": r["seed"]})
+        elif kind == "probe":
+            from score_suggestions import suggestion_of
+
+            cached = records(regime_name)
+            for s in SWEEP_SEEDS:
+                trough = suggestion_of("trough", cached, s)
+                todo += [
+                    {"kind": "probe", "lr": trough * f, "seed": s, "options": {"steps": regime.steps // 2, "factor": f}}
+                    for f in PROBE_FACTORS
+                ]
         elif kind == "confirm":
             from score_suggestions import suggestion_of
 
@@ -143,6 +156,7 @@ def run(record: dict, regime_name: str) -> dict:
         result = common.sweep(regime, record["seed"], **record["options"])
         lrs = {g: result["suggestions"][g]["trough"] for g in (regime.body_group, "head")}
         trained = common.train(regime, lrs, record["seed"])
+        trained.pop("losses")
         out = {
             "suggestions": result["suggestions"],
             "trained_lrs": lrs,
@@ -165,7 +179,10 @@ def run(record: dict, regime_name: str) -> dict:
             "warnings": result["metadata"]["warnings"],
         }
     else:
-        out = common.train(regime, record["lr"], record["seed"])
+        steps = (record.get("options") or {}).get("steps")
+        out = common.train(regime, record["lr"], record["seed"], steps=steps)
+        if record["kind"] != "probe":  # the full trainings keep their eval and training loss only
+            out.pop("losses")
         out = {k: _clean(v) if isinstance(v, float) else v for k, v in out.items()}
     return {**record, **out, "time_s": round(time.perf_counter() - start, 1)}
 
@@ -177,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "--kinds",
         nargs="+",
         default=["sweep", "grid"],
-        choices=["sweep", "sweep3", "grid", "confirm", "pairs", "auto", "split", "split_confirm"],
+        choices=["sweep", "sweep3", "grid", "confirm", "pairs", "auto", "split", "split_confirm", "probe"],
     )
     parser.add_argument("--rule", default=None, help="the rule whose suggestions `confirm` trains at")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do, and stop")

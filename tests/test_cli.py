@@ -129,6 +129,19 @@ def test_groups_auto_on_a_classifier_sweeps_the_model_then_the_head(tmp_path, to
     assert lines[4].startswith(f"  cost: {2 * 12 + 12} optimizer steps in all")
 
 
+def test_confirm_steps_trains_each_factor_and_reports_the_winner(tmp_path, tokenizer, csv_file, capsys):
+    folder = config_folder(tmp_path / "model", tokenizer)
+    args = ["--config", folder, "--dataset", csv_file, "--num-steps", "10", "--num-sweeps", "1", "--batch-size", "4"]
+    args += ["--confirm-steps", "10", "--confirm-factors", "1,0.25", "--output-dir", str(tmp_path / "out")]
+    assert main([*args, "--no-progress"]) == 0
+    result = LRFinderResult.load(tmp_path / "out" / "lr_find.json")
+    confirmation = result.metadata["confirmation"]
+    assert confirmation["factors"] == [0.25, 1.0] and result.metadata["cost_steps"] == 10 + 2 * 10
+    assert result.suggestion() == confirmation["factor"] * result.suggestions["all"]["trough"]
+    out = capsys.readouterr().out
+    assert "(confirmed, the default rule)" in out and "confirmed: 2 trainings of 10 steps" in out
+
+
 def test_layer_decay_gives_one_group_per_layer(tmp_path):
     assert main(["--num-steps", "12", "--layer-decay", "0.5", "--output-dir", str(tmp_path), "--no-progress"]) == 0
     result = LRFinderResult.load(tmp_path / "lr_find.json")
@@ -165,6 +178,8 @@ def _file(path, text):
         (lambda d: ["--model", "a", "--config", "b"], "not allowed with argument"),
         (lambda d: ["--dataset", _file(d["tmp"] / "h.csv", "text,label\n")], r"h\.csv: it holds no examples \(a csv"),
         (lambda d: ["--dataset", _file(d["tmp"] / "e.txt", "\n")], r"e\.txt: it holds no examples; give it at least"),
+        (lambda d: ["--confirm-steps", "3"], r"confirm_steps \(3\) must be 0 \(off\) or at least 10"),
+        (lambda d: ["--confirm-factors", "0.5,x"], r"--confirm-factors \('0.5,x'\) must be comma-separated numbers"),
     ],
     ids=[
         "missing_file",
@@ -185,6 +200,8 @@ def _file(path, text):
         "model_and_config",
         "header_only_csv",
         "empty_text_file",
+        "confirm_too_short",
+        "confirm_factors_not_numbers",
     ],
 )
 def test_bad_input_is_one_line_and_exit_status_2(make_args, message, tmp_path, tokenizer, csv_file, capsys):

@@ -68,6 +68,14 @@ class LRFinderConfig:
             Parent folder of the temporary snapshot folder when `snapshot="disk"`.
         max_skipped_steps (`int`, *optional*, defaults to 50):
             fp16 only: how many optimizer steps the gradient scaler may skip (inf/NaN gradients) before the sweep stops.
+        confirm_steps (`int`, *optional*, defaults to 0):
+            Off at 0. Otherwise, after the sweep, one short training of `confirm_steps` steps at each of
+            `confirm_factors` times the suggestion, each from the state before the sweep and on the same batches,
+            under a linear warm-up (first tenth) and decay to 0; the one whose last tenth of training loss is lowest
+            becomes the `"confirmed"` suggestion and the default rule. Costs `len(confirm_factors) * confirm_steps`
+            more optimizer steps. Measured in docs/suggestions.md ("Confirmation"); one group's sweep only.
+        confirm_factors (`Sequence[float]`, *optional*, defaults to `(0.5, 1.0, 2.0)`):
+            The multiples of the suggestion the confirmation trains at.
     """
 
     start_lr: LRSpec = 1e-7
@@ -84,6 +92,8 @@ class LRFinderConfig:
     snapshot: Literal["cpu", "disk"] = "cpu"
     snapshot_dir: str | None = None
     max_skipped_steps: int = 50
+    confirm_steps: int = 0
+    confirm_factors: Sequence[float] = (0.5, 1.0, 2.0)
 
     def __post_init__(self) -> None:
         _check_lr("start_lr", self.start_lr)
@@ -96,7 +106,7 @@ class LRFinderConfig:
             if s >= e:
                 where = f" for group {i}" if len(starts) > 1 else ""
                 raise ValueError(f"start_lr ({s}) must be smaller than end_lr ({e}){where}; swap them.")
-        for name in ("num_steps", "num_sweeps", "check_every", "skip_end", "max_skipped_steps"):
+        for name in ("num_steps", "num_sweeps", "check_every", "skip_end", "max_skipped_steps", "confirm_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r}).")
@@ -122,6 +132,24 @@ class LRFinderConfig:
             raise ValueError(
                 f"diverge_threshold ({self.diverge_threshold}) must be a number above 1 (fastai uses 4), or None."
             )
+        if self.confirm_steps != 0 and self.confirm_steps < 10:
+            raise ValueError(
+                f"confirm_steps ({self.confirm_steps}) must be 0 (off) or at least 10: a trial's score is the mean loss of its last tenth of steps."
+            )
+        factors = self.confirm_factors
+        if (
+            isinstance(factors, (str, bytes))
+            or not isinstance(factors, Sequence)
+            or not factors
+            or not all(
+                isinstance(f, (int, float)) and not isinstance(f, bool) and math.isfinite(f) and f > 0 for f in factors
+            )
+            or len(set(factors)) != len(factors)
+        ):
+            raise ValueError(
+                f"confirm_factors ({factors!r}) must be distinct positive numbers, such as (0.5, 1.0, 2.0): the multiples of the suggestion to train at."
+            )
+        self.confirm_factors = tuple(sorted(float(f) for f in factors))
         if self.mode not in MODES:
             raise ValueError(f"mode ({self.mode!r}) must be one of {MODES}.")
         if self.snapshot not in SNAPSHOT_LOCATIONS:

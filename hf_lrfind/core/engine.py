@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from .config import LRFinderConfig
+from .confirm import Replay, confirm_suggestion, record_confirmation
 from .evidence import check_sweepable, evidence_for, warning_for
 from .recorder import LossRecorder, debiased_ema
 from .result import LRFinderResult
@@ -319,9 +320,11 @@ def range_test(
     progress: bool = True,
     metadata: Mapping[str, Any] | None = None,
     log_warnings: bool = True,
+    replay: Replay | None = None,
 ) -> LRFinderResult:
     """
-    Snapshot the state, sweep, and restore it (always: also on exceptions and KeyboardInterrupt), then suggest.
+    Snapshot the state, sweep, and restore it (always: also on exceptions and KeyboardInterrupt), then suggest; with
+    `config.confirm_steps`, confirm the suggestion with short trainings (see [`~core.confirm.confirm_suggestion`]).
 
     Args:
         step_fn (`Callable[[], StepOutput]`): runs one optimizer step (forward, backward, step, zero_grad).
@@ -335,6 +338,8 @@ def range_test(
         metadata (`Mapping`, *optional*): extra entries for `result.metadata`.
         log_warnings (`bool`, *optional*, defaults to `True`): log what makes the curve untrustworthy (pass `False`
             off the main process); it is in `result.metadata["warnings"]` either way.
+        replay ([`~core.confirm.Replay`], *optional*): the iterator `step_fn` draws its batches from, so that every
+            confirmation trial trains on the same batches (without it each trial takes the next ones).
 
     Returns:
         [`LRFinderResult`]
@@ -343,14 +348,34 @@ def range_test(
     if snapshot is None:
         snapshot = make_snapshot(model, optimizer, config, scheduler=scheduler, scaler=scaler)
     runs: list[Curve] = []
+    confirmation = None
     try:
         for i in range(config.num_sweeps):
             if i:
                 restart(snapshot)
             description = "LR range test" + (f" ({i + 1}/{config.num_sweeps})" if config.num_sweeps > 1 else "")
             runs.append(sweep(step_fn, optimizer, config, progress=progress, description=description))
+        curve = average_sweeps(runs, config.beta)
+        result = build_result(
+            {g: curve for g in curve.lrs}, config, metadata, log_warnings=log_warnings, optimizer=optimizer
+        )
+        if config.confirm_steps:
+            confirmation = confirm_suggestion(
+                step_fn,
+                optimizer,
+                result.suggestions,
+                result.default_rule(result.groups[0]),
+                param_group_names(optimizer.param_groups),
+                config.confirm_steps,
+                config.confirm_factors,
+                restart=lambda: restart(snapshot),
+                replay=replay,
+                check_every=config.check_every,
+                max_skipped_steps=config.max_skipped_steps,
+            )
     finally:
         snapshot.restore()
         snapshot.close()
-    curve = average_sweeps(runs, config.beta)
-    return build_result({g: curve for g in curve.lrs}, config, metadata, log_warnings=log_warnings, optimizer=optimizer)
+    if confirmation is not None:
+        record_confirmation(result, confirmation, log_warnings=log_warnings)
+    return result

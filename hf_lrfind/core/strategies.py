@@ -289,11 +289,16 @@ def run_strategy(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy ({strategy!r}) must be one of {STRATEGIES}.")
+    replay = kwargs.pop("replay", None)
+    if config.confirm_steps and strategy != "joint":
+        raise ValueError(
+            f"confirm_steps confirms one suggestion, and the {strategy!r} strategy gives each group its own: confirm a sweep without groups, or set confirm_steps=0."
+        )
     metadata = {**(kwargs.pop("metadata", None) or {}), "strategy": strategy}
     if groups is not None:
         metadata["groups"] = {g: list(names) for g, names in groups.items()}
     if strategy == "joint":
-        return joint_range_test(step_fn, model, optimizer, config, metadata=metadata, **kwargs)
+        return joint_range_test(step_fn, model, optimizer, config, metadata=metadata, replay=replay, **kwargs)
     if strategy == "split":
         return split_range_test(step_fn, model, optimizer, config, metadata=metadata, **kwargs)
     return sequential_range_test(step_fn, model, optimizer, config, metadata=metadata, **kwargs)

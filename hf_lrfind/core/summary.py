@@ -45,6 +45,19 @@ def _cost(result: LRFinderResult) -> str:
     return ", ".join(parts)
 
 
+def _confirmed(confirmation: dict) -> str:
+    """What the confirmation phase trained, and which rate won."""
+    c = confirmation
+    trials = ", ".join(
+        f"{f:g}x = {lr:.2e}: " + (f"{loss:.4g}" if loss is not None else "diverged")
+        for f, lr, loss in zip(c["factors"], c["candidates"], c["end_losses"])
+    )
+    return (
+        f"confirmed: {len(c['factors'])} trainings of {c['steps']} steps from the same start at multiples of "
+        f"{c['rule']} (mean loss of the last tenth: {trials}); kept {c['factor']:g}x"
+    )
+
+
 def _warnings_of(result: LRFinderResult, group: str) -> list[str]:
     """The warnings about `group`'s curve (the optimizer's evidence note is not about a curve)."""
     note = result.metadata.get("optimizer_warning")
@@ -98,6 +111,8 @@ def summarize(result: LRFinderResult, method: str | None = None, *, table: bool 
         lines.extend(f"  {g} alone, the rest held still: {_sweeps(result, g)}" for g in heads)
     else:
         lines.append(f"  {_sweeps(result, result.groups[0])}")
+    if meta.get("confirmation"):
+        lines.append(f"  {_confirmed(meta['confirmation'])}")
     lines.append(f"  cost: {_cost(result)}; the state before the sweep restored")
     if meta.get("optimizer_warning"):
         lines.append(f"  note: {meta['optimizer_warning']}")

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 from ..core.config import LRFinderConfig, LRSpec
+from ..core.confirm import Replay
 from ..core.result import LRFinderResult
 from ..core.state import StateSnapshot
 from ..core.strategies import default_strategy, run_strategy
@@ -332,7 +333,7 @@ class LRFinder:
             with self._prepared(prepared, dataloader) as (model, optimizer, loader):
                 wrapped = model is not self.model
                 model.train()
-                batches = cycle(loader)
+                batches = Replay(cycle(loader))  # confirmation trials replay the same batches
                 try:
                     step = make_step_fn(
                         acc, model, optimizer, batches, grad_accum_steps, self.loss_fn, self.max_grad_norm
@@ -349,6 +350,7 @@ class LRFinder:
                         progress=self.progress and acc.is_main_process,
                         log_warnings=acc.is_main_process,
                         metadata=metadata,
+                        replay=batches,
                     )
                 finally:
                     batches.close()

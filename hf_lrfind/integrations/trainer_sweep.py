@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..core.confirm import Replay
 from ..core.engine import StepOutput
 from ..core.strategies import default_strategy, run_strategy
 from .accelerate_step import input_tokens
@@ -104,7 +105,7 @@ def _check_loss_inputs(trainer: Trainer, batch: Any) -> None:
     )
 
 
-def _step_fn(trainer: Trainer, model: torch.nn.Module, batches: _Batches, optimizer: Any):
+def _step_fn(trainer: Trainer, model: torch.nn.Module, batches: Replay, optimizer: Any):
     """One optimizer step of the Trainer's loop: micro-batches, training_step, clipping, optimizer step."""
     from accelerate.utils import DistributedType
 
@@ -173,12 +174,13 @@ def run_trainer_sweep(
     # A Trainer that says how its own loss is scaled (`loss_is_scaled_for_ga`) keeps its setting.
     accepts = trainer.model_accepts_loss_kwargs
     progress = trainer.is_world_process_zero() and not args.disable_tqdm
-    batches = _Batches(dataloader)
+    source = _Batches(dataloader)
+    batches = Replay(source)  # confirmation trials replay the same batches
     try:
-        _check_loss_inputs(trainer, batches.peek())
+        _check_loss_inputs(trainer, source.peek())
         if trainer.compute_loss_func is None and getattr(trainer, "loss_is_scaled_for_ga", None) is None:
             trainer.model_accepts_loss_kwargs = False
-        kwargs = {"snapshot": snapshot, "progress": progress, "metadata": {"entry_point": "trainer"}}
+        kwargs = {"snapshot": snapshot, "progress": progress, "metadata": {"entry_point": "trainer"}, "replay": batches}
         kwargs["log_warnings"] = trainer.is_world_process_zero()
         if strategy == "sequential":
             kwargs.update(method=callback.method, keep_head=False)

@@ -111,14 +111,19 @@ def decay_groups(model: torch.nn.Module, named: Mapping[str, list[str]] | None, 
 
 
 def train(
-    regime: Regime, lrs: float | Mapping[str, float], seed: int, named: Mapping[str, list[str]] | None = None
+    regime: Regime,
+    lrs: float | Mapping[str, float],
+    seed: int,
+    named: Mapping[str, list[str]] | None = None,
+    steps: int | None = None,
 ) -> dict[str, Any]:
     """
-    Train for the regime's budget at peak rate(s) `lrs` (one float, or one per named group) and evaluate.
+    Train for the regime's budget (or `steps`, the schedule's shape compressed to them) at peak rate(s) `lrs` (one
+    float, or one per named group) and evaluate.
 
     Returns:
-        `{"eval_loss", "train_loss"}`: the final eval loss (NaN if it diverged) and the mean training loss of the last
-        tenth of the steps.
+        `{"eval_loss", "train_loss", "losses"}`: the final eval loss (NaN if it diverged), the mean training loss of
+        the last tenth of the steps, and every step's training loss.
     """
     from transformers import get_linear_schedule_with_warmup
 
@@ -130,21 +135,23 @@ def train(
     named = None if isinstance(lrs, (int, float)) else detect_groups(model, "auto")
     lrs = {"all": float(lrs)} if isinstance(lrs, (int, float)) else dict(lrs)
     optimizer = optimizers.build(regime.optimizer, decay_groups(model, named, lrs))
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_RATIO * regime.steps), regime.steps)
+    steps = steps or regime.steps
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_RATIO * steps), steps)
     batches = regime.train_batches(seed)
     losses: list[float] = []
-    for step in range(regime.steps):
+    for step in range(steps):
         loss = model(**next(batches)).loss
         losses.append(float(loss))
         if not math.isfinite(losses[-1]):
-            return {"eval_loss": math.nan, "train_loss": math.nan, "diverged_at": step}
+            return {"eval_loss": math.nan, "train_loss": math.nan, "diverged_at": step, "losses": losses}
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), MAX_GRAD_NORM)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad()
-    tail = losses[-max(1, regime.steps // 10) :]
-    return {"eval_loss": evaluate(model, regime.eval_batches(), regime.causal), "train_loss": sum(tail) / len(tail)}
+    tail = losses[-max(1, steps // 10) :]
+    eval_loss = evaluate(model, regime.eval_batches(), regime.causal)
+    return {"eval_loss": eval_loss, "train_loss": sum(tail) / len(tail), "losses": losses}
 
 
 def sweep(regime: Regime, seed: int, **options: Any) -> dict[str, Any]:
