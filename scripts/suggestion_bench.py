@@ -13,9 +13,10 @@ range test: 3 sweeps averaged, 5 seeds), `grid` (every grid rate at 3 seeds), `c
 suggestion of the cached sweeps of the grid's seeds), `pairs` (the regime's (body, head) peak-rate pairs at 3 seeds),
 `auto` (`groups="auto"` with the sequential strategy at the grid's seeds, trained at its per-group `trough`
 suggestions), `split` (the same with `strategy="split"`), `split_confirm` (train at the split runs' body rate and
-the `--rule` suggestion read on their cached head curves), `probe` (short trainings, half the budget with the
-schedule's shape compressed to it, at `PROBE_FACTORS` times each sweep seed's `trough` suggestion: the data of a
-confirmation phase, every step's loss kept).
+the `--rule` suggestion read on their cached head curves), `probe` (the trials of the confirmation phase, `confirm_steps`:
+short trainings of half the budget, the schedule's shape compressed to them, at `PROBE_FACTORS` times each sweep
+seed's `trough` suggestion, on the batches that follow the seed's sweeps, as the library's trials; every step's loss
+kept).
 """
 
 from __future__ import annotations
@@ -136,8 +137,12 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
             cached = records(regime_name)
             for s in SWEEP_SEEDS:
                 trough = suggestion_of("trough", cached, s)
+                sweep = next(
+                    r for r in cached if r["kind"] == "sweep" and r["seed"] == s and r["options"]["num_sweeps"] == 3
+                )
+                options = {"steps": regime.steps // 2, "skip": sweep["cost_steps"]}  # the batches after the sweeps
                 todo += [
-                    {"kind": "probe", "lr": trough * f, "seed": s, "options": {"steps": regime.steps // 2, "factor": f}}
+                    {"kind": "probe", "lr": f * trough, "seed": s, "options": {**options, "factor": f}}
                     for f in PROBE_FACTORS
                 ]
         elif kind == "confirm":
@@ -179,8 +184,10 @@ def run(record: dict, regime_name: str) -> dict:
             "warnings": result["metadata"]["warnings"],
         }
     else:
-        steps = (record.get("options") or {}).get("steps")
-        out = common.train(regime, record["lr"], record["seed"], steps=steps)
+        options = record.get("options") or {}
+        out = common.train(
+            regime, record["lr"], record["seed"], steps=options.get("steps"), skip=options.get("skip", 0)
+        )
         if record["kind"] != "probe":  # the full trainings keep their eval and training loss only
             out.pop("losses")
         out = {k: _clean(v) if isinstance(v, float) else v for k, v in out.items()}

@@ -116,10 +116,11 @@ def train(
     seed: int,
     named: Mapping[str, list[str]] | None = None,
     steps: int | None = None,
+    skip: int = 0,
 ) -> dict[str, Any]:
     """
     Train for the regime's budget (or `steps`, the schedule's shape compressed to them) at peak rate(s) `lrs` (one
-    float, or one per named group) and evaluate.
+    float, or one per named group) and evaluate; `skip` batches of the seed's stream are passed over first.
 
     Returns:
         `{"eval_loss", "train_loss", "losses"}`: the final eval loss (NaN if it diverged), the mean training loss of
@@ -138,6 +139,8 @@ def train(
     steps = steps or regime.steps
     scheduler = get_linear_schedule_with_warmup(optimizer, int(WARMUP_RATIO * steps), steps)
     batches = regime.train_batches(seed)
+    for _ in range(skip):
+        next(batches)
     losses: list[float] = []
     for step in range(steps):
         loss = model(**next(batches)).loss
