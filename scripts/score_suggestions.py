@@ -118,11 +118,12 @@ def _trough(**kwargs) -> Rule:
     return rule
 
 
-def _confirmed(score: str) -> Rule:
+def _confirmed(score: str, vertex: bool = False) -> Rule:
     """
     The confirmation phase (`confirm_steps`): of the seed's short trainings at multiples of its `trough` suggestion,
     the one with the lowest `score` (`train_loss`: the mean training loss of its last tenth, what the library reads;
-    `eval_loss`: the held-out loss, which the library does not have); a tie goes to the lower rate.
+    `eval_loss`: the held-out loss, which the library does not have); a tie goes to the lower rate. `vertex`: the
+    bottom of the parabola through the three (log lr, score) points where it opens upwards, kept between them.
     """
 
     def rule(record: dict) -> float | None:
@@ -130,7 +131,14 @@ def _confirmed(score: str) -> Rule:
         losses = [math.inf if p[score] is None else p[score] for p in probes]
         if not any(math.isfinite(x) for x in losses):
             return None
-        return probes[min(range(len(probes)), key=lambda i: (losses[i], probes[i]["lr"]))]["lr"]
+        best = probes[min(range(len(probes)), key=lambda i: (losses[i], probes[i]["lr"]))]["lr"]
+        if not vertex or not all(math.isfinite(x) for x in losses):
+            return best
+        x = [math.log10(p["lr"]) for p in probes]
+        a, b, _ = np.polyfit(x, losses, 2)
+        if a <= 0:
+            return best
+        return 10 ** min(max(-b / (2 * a), x[0]), x[-1])
 
     return rule
 
@@ -142,6 +150,7 @@ RULES: dict[str, tuple[str, Rule]] = {
     "valley (3 sweeps)": (THREE, _fastai("valley")),
     "minimum (3 sweeps)": (THREE, _fastai("minimum")),
     "confirmed": (PROBED, _confirmed("train_loss")),
+    "confirmed (vertex)": (PROBED, _confirmed("train_loss", vertex=True)),
     "confirmed (eval loss)": (PROBED, _confirmed("eval_loss")),
 }
 

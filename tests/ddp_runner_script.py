@@ -118,6 +118,7 @@ def main():
     fresh = tiny_gpt2(seed=rank)
     ddp_model, ddp_optimizer = accelerator.prepare(fresh, torch.optim.AdamW(fresh.parameters()))
     before = {k: v.clone() for k, v in ddp_model.state_dict().items()}
+    real_uses_sharded_state = runner_module.uses_sharded_state
     for sharded in (False, True):
         runner_module.uses_sharded_state = lambda accelerator, sharded=sharded: sharded
         LRFinder(ddp_model, ddp_optimizer, accelerator=accelerator, progress=False).range_test(
@@ -125,9 +126,23 @@ def main():
         )
         restored = all(torch.equal(before[k], v) for k, v in ddp_model.state_dict().items())
         report[f"prepared_restored_sharded_{sharded}"] = restored
+    runner_module.uses_sharded_state = real_uses_sharded_state
     report["prepared_still_wrapped"] = type(ddp_model).__name__ == "DistributedDataParallel"
     accelerator.wait_for_everyone()  # the main process removes the folder; look once it is past that
     report["snapshot_folders_left"] = [n for n in os.listdir(out_dir) if n.startswith("hf_lrfind-")]
+
+    # 5. The confirmation phase: both ranks run the same trials, each on the same batches, and keep the same rate.
+    model = tiny_gpt2(seed=rank)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    confirmed = LRFinder(model, optimizer, accelerator=accelerator, progress=False).range_test(
+        batches_for(rank, n=7), start_lr=1e-4, end_lr=10.0, num_steps=20, num_sweeps=1, confirm_steps=10, check_every=5
+    )
+    confirmation = dict(confirmed.metadata["confirmation"])
+    confirmation.pop("wall_time_s")
+    report["confirmation"] = confirmation
+    report["confirmed"] = confirmed.suggestion()
+    report["confirm_restored"] = all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(report, f)

@@ -53,6 +53,11 @@ def test_two_processes_record_the_same_token_weighted_curve(tmp_path):
         assert r["prepared_restored_sharded_False"] and r["prepared_restored_sharded_True"]
         assert r["prepared_still_wrapped"]
     assert r0["snapshot_folders_left"] == r1["snapshot_folders_left"] == []
+    # The confirmation phase: the same trials (losses reduced over both ranks) and the same winner on both ranks;
+    # every trial starts from the same state on the same batches (its first step runs at rate 0: the same loss).
+    assert r0["confirmation"] == r1["confirmation"] and r0["confirmed"] == r1["confirmed"]
+    assert len({trial[0] for trial in r0["confirmation"]["losses"]}) == 1
+    assert r0["confirm_restored"] and r1["confirm_restored"]
 
 
 @pytest.mark.slow
