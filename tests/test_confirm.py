@@ -10,9 +10,9 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
-from hf_lrfind import LRFinder, LRFinderConfig, StepOutput, range_test
+from hf_lrfind import LRFinder, LRFinderCallback, LRFinderConfig, LRFinderResult, StepOutput, range_test
 from hf_lrfind.core.confirm import Replay, end_loss, record_confirmation, trial_factor
-from tests.test_engine import assert_same_state, state_of, tiny_model, two_group_optimizer
+from tests.test_engine import assert_same_state, make_step, state_of, tiny_model, two_group_optimizer
 
 
 @pytest.fixture(autouse=True)
@@ -109,29 +109,90 @@ def test_every_trial_starts_from_the_snapshot_on_the_same_batches_and_the_lowest
     assert torch.equal(rng, torch.get_rng_state())
 
 
-def test_each_trial_starts_from_the_state_before_the_sweep():
+def test_each_trial_starts_from_the_state_before_the_sweep_with_the_same_random_draws():
     model = tiny_model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    start = {k: v.clone() for k, v in model.state_dict().items()}
+    warm, _ = make_step(model, opt, seed=1)
+    for _ in range(3):  # the optimizer has state to restore
+        warm()
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = copy.deepcopy(opt.state_dict()["state"])
     batches = Replay(_numbered_batches())
-    starts = []
+    starts, draws = [], []
     step, seen = _counting_step(model, opt, batches)
 
     def recording_step():
         if len(seen) in (12, 22, 32):  # the first step of each trial
-            starts.append({k: v.clone() for k, v in model.state_dict().items()})
+            starts.append((copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()["state"])))
+        draws.append(torch.rand(2))  # as dropout would
         return step()
 
     config = LRFinderConfig(num_steps=12, num_sweeps=1, confirm_steps=10, diverge_threshold=None)
     range_test(recording_step, model, opt, config, progress=False, replay=batches)
     assert len(starts) == 3
-    for s in starts:
-        assert all(torch.equal(s[k], start[k]) for k in start)
+    for w, m in starts:
+        assert all(torch.equal(w[k], weights[k]) for k in weights)
+        assert all(torch.equal(m[i][key], moments[i][key]) for i in moments for key in moments[i])
+    trial_draws = [torch.stack(draws[12 + 10 * i : 22 + 10 * i]) for i in range(3)]
+    assert torch.equal(trial_draws[0], trial_draws[1]) and torch.equal(trial_draws[0], trial_draws[2])
+
+
+def test_a_trial_that_diverges_loses_and_the_result_still_saves(tmp_path):
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batches = Replay(_numbered_batches())
+    step, _ = _counting_step(model, opt, batches)
+
+    def nan_above_1():  # a loss that turns NaN once the rate passes 1
+        lr = opt.param_groups[0]["lr"]
+        out = step()
+        return StepOutput(torch.tensor(math.nan)) if lr > 1.0 else out
+
+    config = LRFinderConfig(num_steps=40, num_sweeps=1, confirm_steps=10, confirm_factors=(1.0, 1e4))
+    result = range_test(nan_above_1, model, opt, config, progress=False, replay=batches)
+    c = result.metadata["confirmation"]
+    assert c["end_losses"][0] is not None and c["end_losses"][1] is None and c["factor"] == 1.0
+    assert c["losses"][1][-1] is None and len(c["losses"][1]) < 10  # stopped at its non-finite loss
+    result.save(tmp_path / "r.json")
+    assert LRFinderResult.load(tmp_path / "r.json").suggestion() == result.suggestions["all"]["trough"]
+
+
+def test_an_exception_in_a_trial_restores_everything_and_drops_the_kept_batches():
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    before = state_of(model, opt)
+    batches = Replay(_numbered_batches())
+    step, seen = _counting_step(model, opt, batches)
+
+    def failing_step():
+        if len(seen) == 25:  # in the second trial
+            raise RuntimeError("boom")
+        return step()
+
+    config = LRFinderConfig(num_steps=20, num_sweeps=1, confirm_steps=10)
+    with pytest.raises(RuntimeError, match="boom"):
+        range_test(failing_step, model, opt, config, progress=False, replay=batches)
+    assert_same_state(before, state_of(model, opt))
+    assert batches._kept is None and not batches._queue
+
+
+def test_no_suggestion_to_confirm_is_a_warning_and_no_trial_runs():
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    batches = Replay(_numbered_batches())
+    step, seen = _counting_step(model, opt, batches)
+
+    def nan_step():  # the curve is cut at its first point: no rule can read it
+        step()
+        return StepOutput(torch.tensor(math.nan))
+
+    config = LRFinderConfig(num_steps=20, num_sweeps=1, confirm_steps=10, check_every=5)
+    result = range_test(nan_step, model, opt, config, progress=False, replay=batches)
+    assert result.suggestions["all"]["trough"] is None and "confirmation" not in result.metadata
+    assert "nothing to confirm" in result.metadata["warnings"][-1] and len(seen) == 5
 
 
 def test_a_winner_at_an_end_of_the_factors_and_all_trials_diverged_are_warned():
-    from hf_lrfind import LRFinderResult
-
     def result():
         return LRFinderResult(
             lrs={"all": [1e-3]},
@@ -139,7 +200,7 @@ def test_a_winner_at_an_end_of_the_factors_and_all_trials_diverged_are_warned():
             smoothed_losses={"all": [1.0]},
             suggestions={"all": {"trough": 1e-3, "valley": 1e-4}},
             stop_reason={"all": "num_steps"},
-            metadata={"warnings": [], "cost_steps": 300, "wall_time_s": 1.0},
+            metadata={"warnings": [], "cost_steps": 300, "wall_time_s": 1.0, "num_steps": 100},
         )
 
     def confirmation(end_losses, factor):
@@ -152,6 +213,8 @@ def test_a_winner_at_an_end_of_the_factors_and_all_trials_diverged_are_warned():
             "losses": [],
             "factor": factor,
             "cost_steps": 30,
+            "skipped_steps": 0,
+            "num_tokens": None,
             "wall_time_s": 0.5,
         }
 
@@ -163,9 +226,10 @@ def test_a_winner_at_an_end_of_the_factors_and_all_trials_diverged_are_warned():
     assert inside.suggestion() == 1e-3 and inside.metadata["warnings"] == []
     assert inside.metadata["cost_steps"] == 330 and inside.metadata["wall_time_s"] == 1.5
     diverged = result()
-    record_confirmation(diverged, confirmation([None, None, None], 0.5), log_warnings=False)
+    record_confirmation(diverged, confirmation([None, None, None], None), log_warnings=False)
     assert "confirmed" not in diverged.suggestions["all"] and diverged.default_rule("all") == "trough"
     assert "Every confirmation trial diverged" in diverged.metadata["warnings"][-1]
+    assert "none kept" in diverged.summary()
 
 
 @pytest.mark.parametrize(
@@ -263,3 +327,19 @@ def test_find_lr_confirms_through_the_trainer_and_a_later_train_is_train_alone(t
     assert result.metadata["cost_steps"] == 10 + 30
     assert train_losses(trainer) == alone_losses
     assert_same(weights(alone.model), weights(trainer.model))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"method": "valley"}, "method='valley' would train at its own unconfirmed one"),
+        ({"groups": "auto", "strategy": "split"}, "use strategy='joint' or no groups to confirm"),
+    ],
+)
+def test_the_callback_refuses_what_a_confirmation_cannot_serve(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LRFinderCallback(confirm_steps=10, **kwargs)
+
+
+def test_the_callback_accepts_method_confirmed():
+    assert LRFinderCallback(confirm_steps=10, method="confirmed").method == "confirmed"

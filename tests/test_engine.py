@@ -595,3 +595,22 @@ def test_sweeps_draw_new_random_numbers_but_the_rng_is_restored_at_the_end():
     first, second, third = result.metadata["sweep_losses"]["all"]
     assert first != second != third  # the same batches, but not the same dropout: three sweeps, not one three times
     assert torch.equal(torch.get_rng_state(), rng)
+
+
+def test_a_result_whose_sweeps_met_a_nan_saves_and_loads(tmp_path):
+    model = tiny_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    step, _ = make_step(model, opt)
+
+    def nan_above_1():
+        lr = opt.param_groups[0]["lr"]
+        out = step()
+        return StepOutput(torch.tensor(math.nan)) if lr > 1.0 else out
+
+    result = range_test(nan_above_1, model, opt, LRFinderConfig(num_steps=40, num_sweeps=3), progress=False)
+    assert math.isnan(result.metadata["sweep_losses"]["all"][0][-1])  # each sweep's raw losses keep the NaN
+    result.save(tmp_path / "r.json")
+    loaded = LRFinderResult.load(tmp_path / "r.json")
+    assert loaded.metadata["sweep_losses"]["all"][0][-1] is None
+    assert loaded.suggestion() == result.suggestion()
+    np.testing.assert_array_equal(loaded.losses["all"], result.losses["all"])  # NaN where it was NaN

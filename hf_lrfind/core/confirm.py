@@ -1,6 +1,7 @@
 """
 The confirmation phase: a few short trainings at rates around the sweep's suggestion, each from the state before the
-sweep and on the same batches, under a warm-up and decay; the rate whose training ends lowest is kept.
+sweep, on the same batches and the same random draws, under a warm-up and decay; the rate whose training ends lowest
+is kept.
 
 A range test reads a rate off a few steps at each rate. Which rate trains best over a run also depends on how the
 optimizer behaves once the rate holds and the gradients are noisy, which the sweep does not see (for Lion the sweep
@@ -9,14 +10,18 @@ bottoms out where AdamW's does while its best rate is 2-3x lower: docs/suggestio
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
+
+from .config import LRFinderConfig
+from .engine import StepFn, sweep
+from .state import rng_state, set_rng_state
 
 logger = logging.getLogger(__name__)
 
@@ -73,129 +78,102 @@ def trial_factor(step: int, steps: int, warmup_ratio: float = WARMUP_RATIO) -> f
 
 def end_loss(losses: Sequence[float]) -> float:
     """A trial's score: the mean training loss of its last tenth of steps (at least one); `inf` if any loss of the
-    trial was not finite or it stopped early."""
+    trial was not finite."""
     if not losses or not all(math.isfinite(x) for x in losses):
         return math.inf
     tail = losses[-max(1, len(losses) // 10) :]
     return sum(tail) / len(tail)
 
 
-def run_trial(
-    step_fn: Callable[[], Any],
-    optimizer: torch.optim.Optimizer,
-    peaks: Sequence[float],
-    steps: int,
-    *,
-    check_every: int = 10,
-    max_skipped_steps: int = 50,
-) -> tuple[list[float], int]:
-    """
-    Train `steps` optimizer steps, param group `i` at `peaks[i]` times [`trial_factor`]. Losses are read back every
-    `check_every` steps; a non-finite one ends the trial. Returns the losses and the optimizer steps that ran.
-    """
-    groups = optimizer.param_groups
-    pending: list[torch.Tensor] = []
-    losses: list[float] = []
-    ran, skipped, step = 0, 0, 0
-    while step < steps:
-        factor = trial_factor(step, steps)
-        for group, peak in zip(groups, peaks):
-            group["lr"] = peak * factor
-        out = step_fn()
-        ran += 1
-        if out.skipped:  # fp16: the scaler skipped it, the same rate is tried again
-            skipped += 1
-            if skipped > max_skipped_steps:
-                losses.append(math.inf)
-                break
-            continue
-        pending.append(out.loss)
-        step += 1
-        if step % check_every == 0 or step == steps:
-            read = [float(x) for x in torch.stack([p.detach().double() for p in pending]).cpu()]
-            losses.extend(read)
-            pending = []
-            if not all(math.isfinite(x) for x in read):
-                break
-    return losses, ran
-
-
 def confirm_suggestion(
-    step_fn: Callable[[], Any],
+    step_fn: StepFn,
     optimizer: torch.optim.Optimizer,
-    suggestions: dict[str, dict[str, float | None]],
+    config: LRFinderConfig,
+    base: Sequence[float],
     rule: str,
-    names: Sequence[str],
-    steps: int,
-    factors: Sequence[float],
     *,
-    restart: Callable[[], None],
+    restore: Callable[[], None],
     replay: Replay | None = None,
-    check_every: int = 10,
-    max_skipped_steps: int = 50,
+    progress: bool = True,
+    log: bool = True,
 ) -> dict[str, Any]:
     """
-    One trial per factor `f`: param group `i` trained at `f` times the `rule` suggestion of its group `names[i]`,
-    each from the state before the sweep (`restart`) and, given `replay`, on the same batches. The factor whose trial
-    ends lowest ([`end_loss`]; a tie goes to the lower rate) wins.
+    One trial of `config.confirm_steps` steps per factor `f` of `config.confirm_factors`: param group `i` trained at
+    `f * base[i]` times [`trial_factor`], each after `restore()` (the state before the sweep), with the random draws
+    the first trial began with and, given `replay`, on the batches the first trial drew. The factor whose trial ends
+    lowest ([`end_loss`]; a tie goes to the lower rate) wins. A trial that meets a non-finite loss stops there and
+    loses.
 
     Returns:
-        `dict`: `rule`, `steps`, `factors`, `candidates` (the rate of the first group at each factor), `end_losses`,
-        `losses` (each trial's raw losses), `factor` (the winner), `cost_steps` (optimizer steps that ran),
-        `wall_time_s`.
+        `dict`: `rule`, `steps`, `factors`, `candidates` (the first group's rate at each factor), `end_losses` (`None`
+        for a trial that diverged), `losses` (each trial's raw losses, non-finite ones as `None`), `factor` (the
+        winner; `None` when every trial diverged), `cost_steps` (optimizer steps that ran), `skipped_steps`,
+        `num_tokens` and `wall_time_s`.
     """
-    base = [suggestions[name][rule] for name in names]
-    if any(b is None for b in base):
-        raise ValueError(f"{rule!r} gave no suggestion to confirm; run more steps, or confirm another rule.")
-    trials, cost, start = [], 0, time.perf_counter()
-    for i, factor in enumerate(factors):
-        restart()
+    steps, factors = config.confirm_steps, config.confirm_factors
+    trial_config = dataclasses.replace(config, num_steps=steps, num_sweeps=1, diverge_threshold=None)
+    drawn = rng_state()
+    curves = []
+    try:
+        for i, factor in enumerate(factors):
+            restore()
+            set_rng_state(drawn)
+            if replay is not None:
+                replay.record() if i == 0 else replay.replay()
+            peaks = [factor * b for b in base]
+            curves.append(
+                sweep(
+                    step_fn,
+                    optimizer,
+                    trial_config,
+                    progress=progress,
+                    description=f"Confirming {factor:g}x {rule} ({i + 1}/{len(factors)})",
+                    rates=lambda step, peaks=peaks: [p * trial_factor(step, steps) for p in peaks],
+                )
+            )
+            if log:
+                logger.info(
+                    f"Confirmation trial at {factor:g}x {rule} ({peaks[0]:.2e}): {curves[-1].losses[-1]:.4g} at its end."
+                )
+    finally:
         if replay is not None:
-            replay.record() if i == 0 else replay.replay()
-        losses, ran = run_trial(
-            step_fn,
-            optimizer,
-            [factor * b for b in base],
-            steps,
-            check_every=check_every,
-            max_skipped_steps=max_skipped_steps,
-        )
-        trials.append(losses)
-        cost += ran
-        logger.info(
-            f"Confirmation {i + 1}/{len(factors)}: {factor:g} x {rule} = {factor * base[0]:.2e}, end loss {end_loss(losses):.4g}."
-        )
-    if replay is not None:
-        replay.forget()
-    scores = [end_loss(t) for t in trials]
-    best = min(range(len(factors)), key=lambda i: (scores[i], factors[i]))
+            replay.forget()
+    scores = [end_loss(c.losses) if c.stop_reason == "num_steps" else math.inf for c in curves]
+    finite = [i for i, s in enumerate(scores) if math.isfinite(s)]
+    best = min(finite, key=lambda i: (scores[i], factors[i])) if finite else None
+    tokens = [c.num_tokens for c in curves if c.num_tokens is not None]
     return {
         "rule": rule,
         "steps": steps,
         "factors": list(factors),
         "candidates": [f * base[0] for f in factors],
         "end_losses": [s if math.isfinite(s) else None for s in scores],
-        "losses": trials,
-        "factor": factors[best],
-        "cost_steps": cost,
-        "wall_time_s": time.perf_counter() - start,
+        "losses": [[x if math.isfinite(x) else None for x in c.losses] for c in curves],
+        "factor": None if best is None else factors[best],
+        "cost_steps": sum(c.executed for c in curves),
+        "skipped_steps": sum(c.skipped_steps for c in curves),
+        "num_tokens": sum(tokens) if tokens else None,
+        "wall_time_s": sum(c.wall_time for c in curves),
     }
 
 
 def record_confirmation(result: Any, confirmation: dict[str, Any], *, log_warnings: bool = True) -> None:
     """
     Put a confirmation into `result`: each group's `"confirmed"` suggestion (the winning factor times its `rule`
-    suggestion), made the default rule; `metadata["confirmation"]`, its steps added to `metadata["cost_steps"]`; and
-    a warning when every trial diverged or the winner is an end of the factors (the best rate may lie beyond).
+    suggestion), made the default rule; `metadata["confirmation"]`; its steps, skipped steps, tokens and time added
+    to the result's counts; and a warning when every trial diverged or the winner is an end of the factors (the best
+    rate may lie beyond).
     """
     factor, factors, rule = confirmation["factor"], confirmation["factors"], confirmation["rule"]
     meta = result.metadata
     meta["confirmation"] = confirmation
-    meta["cost_steps"] += confirmation["cost_steps"]
-    meta["wall_time_s"] += confirmation["wall_time_s"]
+    for key in ("cost_steps", "skipped_steps", "wall_time_s"):
+        meta[key] = meta.get(key, 0) + confirmation[key]
+    if meta.get("tokens_seen") is not None and confirmation["num_tokens"] is not None:
+        meta["tokens_seen"] += confirmation["num_tokens"]
     message = None
-    if all(s is None for s in confirmation["end_losses"]):
-        message = f"Every confirmation trial diverged (at {', '.join(f'{f:g}x' for f in factors)} the {rule} suggestion): no rate is confirmed; try lower confirm_factors, and check the curve."
+    if factor is None:
+        message = f"Every confirmation trial diverged (at {', '.join(f'{f:g}x' for f in factors)} the {rule} suggestion): no rate is confirmed, and the default stays {rule}; try lower confirm_factors, and check the curve."
     else:
         for group in result.groups:
             value = result.suggestions[group].get(rule)

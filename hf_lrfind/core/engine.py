@@ -11,18 +11,20 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .config import LRFinderConfig
-from .confirm import Replay, confirm_suggestion, record_confirmation
 from .evidence import check_sweepable, evidence_for, warning_for
 from .recorder import LossRecorder, debiased_ema
 from .result import LRFinderResult
 from .schedule import base_lr, group_bounds, lr_at, param_group_names
 from .state import StateSnapshot, rng_state, set_rng_state
 from .suggest import STOP_REASONS, curve_warnings, prepare_curve, suggest_all
+
+if TYPE_CHECKING:
+    from .confirm import Replay
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ class Curve:
 GLOSSARY = {
     "num_steps": "steps each sweep was asked to run",
     "steps_run": "points recorded, over all sweeps: a sweep that stops runs on to its next loss check, and those steps are not recorded",
-    "cost_steps": "optimizer steps that ran, over all sweeps and phases: the recorded ones, those run past a stop, fp16 steps the scaler skipped, and the head warm-up of the sequential strategy",
+    "cost_steps": "optimizer steps that ran, over all sweeps and phases: the recorded ones, those run past a stop, fp16 steps the scaler skipped, the head warm-up of the sequential strategy, and the confirmation trials",
     "skipped_steps": "fp16 steps the gradient scaler skipped (tried again at the same rate)",
     "tokens_seen": "input tokens of every step that ran, over all processes",
 }
@@ -129,6 +131,7 @@ def sweep(
     progress: bool = True,
     description: str = "LR range test",
     bounds: list[tuple[float, float]] | None = None,
+    rates: Callable[[int], list[float]] | None = None,
 ) -> Curve:
     """
     Run the sweep: for each step set every param group's lr from the schedule, call `step_fn`, record the loss, and
@@ -137,7 +140,8 @@ def sweep(
 
     Group ratios present in the optimizer are kept unless `config` gives per-group bounds. `bounds`, one
     `(start, end)` per param group, overrides both (a group with `start == end` is held at that rate; strategies use
-    this to hold a group still at 0).
+    this to hold a group still at 0). `rates(step)`, one lr per param group, replaces the schedule (the
+    confirmation's trials use it).
     """
     groups = optimizer.param_groups
     names = param_group_names(groups)
@@ -155,7 +159,7 @@ def sweep(
     try:
         step = 0
         while step < config.num_steps:
-            lrs = [lr_at(step, config.num_steps, s, e, config.mode) for s, e in bounds]
+            lrs = rates(step) if rates else [lr_at(step, config.num_steps, s, e, config.mode) for s, e in bounds]
             for group, lr in zip(groups, lrs):
                 group["lr"] = lr
             out = step_fn()
@@ -347,6 +351,7 @@ def range_test(
     check_sweepable(optimizer)
     if snapshot is None:
         snapshot = make_snapshot(model, optimizer, config, scheduler=scheduler, scaler=scaler)
+    names = param_group_names(optimizer.param_groups)  # before a sweep moves the rates they are named by
     runs: list[Curve] = []
     confirmation = None
     try:
@@ -360,22 +365,32 @@ def range_test(
             {g: curve for g in curve.lrs}, config, metadata, log_warnings=log_warnings, optimizer=optimizer
         )
         if config.confirm_steps:
-            confirmation = confirm_suggestion(
-                step_fn,
-                optimizer,
-                result.suggestions,
-                result.default_rule(result.groups[0]),
-                param_group_names(optimizer.param_groups),
-                config.confirm_steps,
-                config.confirm_factors,
-                restart=lambda: restart(snapshot),
-                replay=replay,
-                check_every=config.check_every,
-                max_skipped_steps=config.max_skipped_steps,
-            )
+            from .confirm import confirm_suggestion
+
+            rule = result.default_rule(names[0])
+            base = [result.suggestions[name].get(rule) for name in names]
+            if all(b is not None for b in base):
+                confirmation = confirm_suggestion(
+                    step_fn,
+                    optimizer,
+                    config,
+                    base,
+                    rule,
+                    restore=snapshot.restore,
+                    replay=replay,
+                    progress=progress,
+                    log=log_warnings,
+                )
+            else:
+                message = f"{rule} gave no suggestion (the curve has {len(curve.losses)} points), so there is nothing to confirm; run more steps."
+                if log_warnings:
+                    logger.warning(message)
+                result.metadata["warnings"].append(message)
     finally:
         snapshot.restore()
         snapshot.close()
     if confirmation is not None:
+        from .confirm import record_confirmation
+
         record_confirmation(result, confirmation, log_warnings=log_warnings)
     return result

@@ -30,8 +30,15 @@ def _provided(name: str) -> Callable[..., Any]:
     return _CONVENIENCES[name]
 
 
-def _nan_to_none(values: list[float]) -> list[float | None]:
-    return [v if math.isfinite(v) else None for v in values]
+def _finite_or_none(value: Any) -> Any:
+    """`value` with every non-finite float inside it (dicts, lists, tuples) replaced by `None`, for JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
 
 
 def _none_to_nan(values: list[float | None]) -> list[float]:
@@ -168,11 +175,8 @@ class LRFinderResult:
         return summarize(self, method, table=table)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; non-finite losses become `None`."""
-        out = asdict(self)
-        out["losses"] = {g: _nan_to_none(v) for g, v in self.losses.items()}
-        out["smoothed_losses"] = {g: _nan_to_none(v) for g, v in self.smoothed_losses.items()}
-        return out
+        """A JSON-ready dict; non-finite numbers (losses, also each sweep's and trial's in `metadata`) become `None`."""
+        return _finite_or_none(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LRFinderResult:

@@ -292,7 +292,7 @@ def run_strategy(
     replay = kwargs.pop("replay", None)
     if config.confirm_steps and strategy != "joint":
         raise ValueError(
-            f"confirm_steps confirms one suggestion, and the {strategy!r} strategy gives each group its own: confirm a sweep without groups, or set confirm_steps=0."
+            f"confirm_steps confirms one suggestion, and the {strategy!r} strategy gives each group its own: sweep with strategy='joint' (the groups at fixed ratios) or without groups to confirm, or set confirm_steps=0."
         )
     metadata = {**(kwargs.pop("metadata", None) or {}), "strategy": strategy}
     if groups is not None:

@@ -52,9 +52,10 @@ def _confirmed(confirmation: dict) -> str:
         f"{f:g}x = {lr:.2e}: " + (f"{loss:.4g}" if loss is not None else "diverged")
         for f, lr, loss in zip(c["factors"], c["candidates"], c["end_losses"])
     )
+    kept = f"kept {c['factor']:g}x" if c["factor"] is not None else "none kept"
     return (
         f"confirmed: {len(c['factors'])} trainings of {c['steps']} steps from the same start at multiples of "
-        f"{c['rule']} (mean loss of the last tenth: {trials}); kept {c['factor']:g}x"
+        f"{c['rule']} (mean loss of the last tenth: {trials}); {kept}"
     )
 
 

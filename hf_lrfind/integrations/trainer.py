@@ -131,7 +131,15 @@ class LRFinderCallback(_TrainerEvents):
         from ..core.suggest import resolve_suggesters
 
         rules = resolve_suggesters(self.config.suggest)
-        if method is not None and method not in rules:
+        if self.config.confirm_steps and method not in (None, "confirmed"):
+            raise ValueError(
+                f"confirm_steps confirms the default rule's suggestion, and method={method!r} would train at its own unconfirmed one: leave method unset (or 'confirmed'), or put {method!r} first in suggest to confirm it."
+            )
+        if self.config.confirm_steps and strategy not in (None, "joint"):
+            raise ValueError(
+                f"confirm_steps confirms one suggestion, and the {strategy!r} strategy gives each group its own: use strategy='joint' or no groups to confirm, or set confirm_steps=0."
+            )
+        if method is not None and method not in rules and not (method == "confirmed" and self.config.confirm_steps):
             raise ValueError(
                 f"method ({method!r}) must be one of the suggestion rules the sweep runs ({self.config.suggest})."
             )
