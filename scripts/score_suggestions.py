@@ -118,27 +118,27 @@ def _trough(**kwargs) -> Rule:
     return rule
 
 
-def _confirmed(score: str, vertex: bool = False) -> Rule:
+def _confirmed(score: str, lowest: bool = False) -> Rule:
     """
-    The confirmation phase (`confirm_steps`): of the seed's short trainings at multiples of its `trough` suggestion,
-    the one with the lowest `score` (`train_loss`: the mean training loss of its last tenth, what the library reads;
-    `eval_loss`: the held-out loss, which the library does not have); a tie goes to the lower rate. `vertex`: the
-    bottom of the parabola through the three (log lr, score) points where it opens upwards, kept between them.
+    The confirmation phase (`confirm_steps`) from the seed's cached trials at multiples of its `trough` suggestion:
+    the library's pick ([`hf_lrfind.core.confirm.pick`]: the bottom of the parabola through the trials' scores in
+    log lr, kept between them), or with `lowest` the trial that scored lowest. `score`: `train_loss` (the mean
+    training loss of the trial's last tenth, what the library reads) or `eval_loss` (the held-out loss, which the
+    library does not have).
     """
 
     def rule(record: dict) -> float | None:
-        probes = sorted(record["probes"], key=lambda p: p["lr"])
-        losses = [math.inf if p[score] is None else p[score] for p in probes]
-        if not any(math.isfinite(x) for x in losses):
-            return None
-        best = probes[min(range(len(probes)), key=lambda i: (losses[i], probes[i]["lr"]))]["lr"]
-        if not vertex or not all(math.isfinite(x) for x in losses):
-            return best
-        x = [math.log10(p["lr"]) for p in probes]
-        a, b, _ = np.polyfit(x, losses, 2)
-        if a <= 0:
-            return best
-        return 10 ** min(max(-b / (2 * a), x[0]), x[-1])
+        from hf_lrfind.core.confirm import pick
+
+        probes = sorted(record["probes"], key=lambda p: p["options"]["factor"])
+        factors = [p["options"]["factor"] for p in probes]
+        scores = [math.inf if p[score] is None else p[score] for p in probes]
+        finite = [i for i, x in enumerate(scores) if math.isfinite(x)]
+        if lowest:
+            factor = factors[min(finite, key=lambda i: (scores[i], factors[i]))] if finite else None
+        else:
+            factor = pick(factors, scores)
+        return None if factor is None else factor * probes[0]["lr"] / factors[0]
 
     return rule
 
@@ -150,8 +150,8 @@ RULES: dict[str, tuple[str, Rule]] = {
     "valley (3 sweeps)": (THREE, _fastai("valley")),
     "minimum (3 sweeps)": (THREE, _fastai("minimum")),
     "confirmed": (PROBED, _confirmed("train_loss")),
-    "confirmed (vertex)": (PROBED, _confirmed("train_loss", vertex=True)),
-    "confirmed (eval loss)": (PROBED, _confirmed("eval_loss")),
+    "confirmed (lowest trial)": (PROBED, _confirmed("train_loss", lowest=True)),
+    "confirmed (eval loss)": (PROBED, _confirmed("eval_loss", lowest=True)),
 }
 
 
@@ -454,7 +454,7 @@ def overview(scores: dict) -> str:
     """Markdown: one row per regime: its optimizer, window, and each rule's seeds in it (trough's median ratio too)."""
     from suggestbench.regimes import REGIMES
 
-    names = [n for n in RULES if n in next(iter(scores.values()))["rules"]]
+    names = [n for n in RULES if any(n in result["rules"] for result in scores.values())]
     lines = [
         "| regime | optimizer | best lr | window | " + " | ".join(names) + " | trough / best (median) |",
         "|---" * (len(names) + 5) + "|",

@@ -11,7 +11,7 @@ from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 
 from hf_lrfind import LRFinder, LRFinderCallback, LRFinderConfig, LRFinderResult, StepOutput, range_test
-from hf_lrfind.core.confirm import Replay, end_loss, record_confirmation, trial_factor
+from hf_lrfind.core.confirm import Replay, end_loss, pick, record_confirmation, trial_factor
 from tests.test_engine import assert_same_state, make_step, state_of, tiny_model, two_group_optimizer
 
 
@@ -41,6 +41,20 @@ def test_end_loss_is_the_last_tenth_and_inf_when_a_loss_was_not_finite():
     assert end_loss([4.0, 2.0]) == 2.0  # at least one loss
     assert end_loss([1.0, math.nan, 0.5]) == math.inf
     assert end_loss([]) == math.inf
+
+
+def test_pick_reads_the_bottom_of_the_parabola_in_log_lr_between_the_factors():
+    factors = [0.5, 1.0, 2.0]
+    bowl = [(math.log(f) - math.log(1.3)) ** 2 for f in factors]  # bottom at 1.3x
+    assert pick(factors, bowl) == pytest.approx(1.3, rel=1e-9)
+    assert pick([0.25, 0.5, 1.0, 2.0], [(math.log(f) - math.log(0.7)) ** 2 for f in (0.25, 0.5, 1.0, 2.0)]) == (
+        pytest.approx(0.7, rel=1e-9)
+    )
+    assert pick(factors, [3.0, 2.0, 1.0]) == 2.0  # bottom beyond the factors: kept at the end
+    assert pick(factors, [1.0, 3.0, 2.0]) == 0.5  # opens downwards: the lowest trial
+    assert pick(factors, [2.0, 1.0, math.inf]) == 1.0  # a trial diverged: the lowest of the others
+    assert pick(factors, [1.0, 1.0, math.inf]) == 0.5  # a tie to the lower rate
+    assert pick(factors, [math.inf] * 3) is None
 
 
 def test_replay_hands_out_the_recorded_batches_again_then_new_ones():
@@ -97,8 +111,8 @@ def test_every_trial_starts_from_the_snapshot_on_the_same_batches_and_the_lowest
             assert lrs[0] == pytest.approx(factor * base * trial_factor(k, 10), rel=1e-12)
             assert lrs[1] == pytest.approx(0.1 * lrs[0], rel=1e-12)
     assert c["end_losses"] == [end_loss(t) for t in c["losses"]]
-    best = c["factors"][c["end_losses"].index(min(c["end_losses"]))]
-    assert c["factor"] == best
+    best = pick(c["factors"], c["end_losses"])
+    assert c["factor"] == best and 0.5 <= best <= 2.0
     for group in ("group_0", "group_1"):
         assert result.suggestions[group]["confirmed"] == best * result.suggestions[group]["trough"]
         assert result.default_rule(group) == "confirmed"

@@ -125,24 +125,33 @@ def test_the_grid_is_extended_while_its_best_is_at_an_end_then_refined_beside_it
     assert [round(math.log10(x), 2) for x in rates] == [-4.5, -4.25, -4.0, -3.75, -3.5, -3.0, -2.5, -2.0]
 
 
-def test_confirmed_keeps_the_trial_with_the_lowest_training_loss_at_seeds_with_every_trial():
+def test_confirmed_reads_the_seeds_trials_as_the_library_does_at_seeds_with_every_trial():
+    from hf_lrfind.core.confirm import pick
+
     records = grid({1e-4: 2.0, 1e-3: 1.0, 1e-2: 1.1, 1e-1: 2.2})
     records += [sweep(s, 3e-3, 3) for s in range(3)]
     trials = {0: [2.0, 1.5, 1.7], 1: [1.0, 1.0, 3.0], 2: [None, 1.2]}  # seed 1: a tie; seed 2: one trial missing
     for seed, losses in trials.items():
         for factor, loss in zip((0.5, 1.0, 2.0), losses):
             lr = factor * S.suggestion_of("trough", records, seed)
+            eval_loss = None if loss is None else -loss
+            options = {"factor": factor}
             records.append(
                 {
                     "kind": "probe",
                     "lr": lr,
                     "seed": seed,
+                    "options": options,
                     "train_loss": loss,
-                    "eval_loss": None if loss is None else -loss,
+                    "eval_loss": eval_loss,
                 }
             )
-    scores = S.score_records(records, ["trough", "confirmed", "confirmed (eval loss)"])["rules"]
+    rules = ["trough", "confirmed", "confirmed (lowest trial)", "confirmed (eval loss)"]
+    scores = S.score_records(records, rules)["rules"]
     trough = scores["trough"]["suggestions"]
     assert scores["confirmed"]["seeds"] == 2  # seed 2 lacks a trial
-    assert scores["confirmed"]["suggestions"] == [trough[0], 0.5 * trough[1]]  # the lowest; a tie to the lower rate
+    assert scores["confirmed"]["suggestions"] == [
+        pytest.approx(pick([0.5, 1.0, 2.0], trials[s]) * trough[s], rel=1e-12) for s in (0, 1)
+    ]
+    assert scores["confirmed (lowest trial)"]["suggestions"] == [trough[0], 0.5 * trough[1]]  # a tie: the lower
     assert scores["confirmed (eval loss)"]["suggestions"] == [0.5 * trough[0], 2.0 * trough[1]]

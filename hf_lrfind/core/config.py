@@ -71,8 +71,9 @@ class LRFinderConfig:
         confirm_steps (`int`, *optional*, defaults to 0):
             Off at 0. Otherwise, after the sweep, one short training of `confirm_steps` steps at each of
             `confirm_factors` times the suggestion, each from the state before the sweep, on the same batches and
-            random draws, under a linear warm-up (first tenth) and decay to 0; the one whose last tenth of training
-            loss is lowest becomes the `"confirmed"` suggestion and the default rule. Costs
+            random draws, under a linear warm-up (first tenth) and decay to 0; where the trials' end losses (the mean
+            training loss of their last tenth) bottom out, on a parabola in log(lr) kept between the factors tried,
+            becomes the `"confirmed"` suggestion and the default rule. Costs
             `len(confirm_factors) * confirm_steps` more optimizer steps, and holds the trials' batches where the
             dataloader put them (on the accelerator for a prepared one) until they end. Measured in
             docs/suggestions.md ("Confirmation"). Not with the split or sequential strategies (one rate per group).

@@ -1,7 +1,7 @@
 """
 The confirmation phase: a few short trainings at rates around the sweep's suggestion, each from the state before the
-sweep, on the same batches and the same random draws, under a warm-up and decay; the rate whose training ends lowest
-is kept.
+sweep, on the same batches and the same random draws, under a warm-up and decay; the rate where their end losses
+bottom out is kept.
 
 A range test reads a rate off a few steps at each rate. Which rate trains best over a run also depends on how the
 optimizer behaves once the rate holds and the gradients are noisy, which the sweep does not see (for Lion the sweep
@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .config import LRFinderConfig
@@ -85,6 +86,25 @@ def end_loss(losses: Sequence[float]) -> float:
     return sum(tail) / len(tail)
 
 
+def pick(factors: Sequence[float], scores: Sequence[float]) -> float | None:
+    """
+    The factor the trials point to: the bottom of the parabola fitted (least squares) to their scores against
+    log(factor) when every trial finished and it opens upwards, kept within the factors tried; otherwise the factor
+    whose trial ended lowest (a tie to the lower one). `None` when every trial diverged.
+    """
+    finite = [i for i, s in enumerate(scores) if math.isfinite(s)]
+    if not finite:
+        return None
+    best = factors[min(finite, key=lambda i: (scores[i], factors[i]))]
+    if len(finite) < 3 or len(finite) < len(factors):
+        return best
+    x = np.log(np.asarray(factors, dtype=float))
+    a, b, _ = np.polyfit(x, np.asarray(scores, dtype=float), 2)
+    if a <= 0:
+        return best
+    return float(np.exp(np.clip(-b / (2 * a), x.min(), x.max())))
+
+
 def confirm_suggestion(
     step_fn: StepFn,
     optimizer: torch.optim.Optimizer,
@@ -100,14 +120,14 @@ def confirm_suggestion(
     """
     One trial of `config.confirm_steps` steps per factor `f` of `config.confirm_factors`: param group `i` trained at
     `f * base[i]` times [`trial_factor`], each after `restore()` (the state before the sweep), with the random draws
-    the first trial began with and, given `replay`, on the batches the first trial drew. The factor whose trial ends
-    lowest ([`end_loss`]; a tie goes to the lower rate) wins. A trial that meets a non-finite loss stops there and
+    the first trial began with and, given `replay`, on the batches the first trial drew. Each trial is scored by
+    [`end_loss`], and [`pick`] reads the factor off the scores. A trial that meets a non-finite loss stops there and
     loses.
 
     Returns:
         `dict`: `rule`, `steps`, `factors`, `candidates` (the first group's rate at each factor), `end_losses` (`None`
         for a trial that diverged), `losses` (each trial's raw losses, non-finite ones as `None`), `factor` (the
-        winner; `None` when every trial diverged), `cost_steps` (optimizer steps that ran), `skipped_steps`,
+        one picked; `None` when every trial diverged), `cost_steps` (optimizer steps that ran), `skipped_steps`,
         `num_tokens` and `wall_time_s`.
     """
     steps, factors = config.confirm_steps, config.confirm_factors
@@ -139,8 +159,7 @@ def confirm_suggestion(
         if replay is not None:
             replay.forget()
     scores = [end_loss(c.losses) if c.stop_reason == "num_steps" else math.inf for c in curves]
-    finite = [i for i, s in enumerate(scores) if math.isfinite(s)]
-    best = min(finite, key=lambda i: (scores[i], factors[i])) if finite else None
+    factor = pick(factors, scores)
     tokens = [c.num_tokens for c in curves if c.num_tokens is not None]
     return {
         "rule": rule,
@@ -149,7 +168,7 @@ def confirm_suggestion(
         "candidates": [f * base[0] for f in factors],
         "end_losses": [s if math.isfinite(s) else None for s in scores],
         "losses": [[x if math.isfinite(x) else None for x in c.losses] for c in curves],
-        "factor": None if best is None else factors[best],
+        "factor": factor,
         "cost_steps": sum(c.executed for c in curves),
         "skipped_steps": sum(c.skipped_steps for c in curves),
         "num_tokens": sum(tokens) if tokens else None,
@@ -161,7 +180,7 @@ def record_confirmation(result: Any, confirmation: dict[str, Any], *, log_warnin
     """
     Put a confirmation into `result`: each group's `"confirmed"` suggestion (the winning factor times its `rule`
     suggestion), made the default rule; `metadata["confirmation"]`; its steps, skipped steps, tokens and time added
-    to the result's counts; and a warning when every trial diverged or the winner is an end of the factors (the best
+    to the result's counts; and a warning when every trial diverged or the pick is an end of the factors (the best
     rate may lie beyond).
     """
     factor, factors, rule = confirmation["factor"], confirmation["factors"], confirmation["rule"]
@@ -181,7 +200,7 @@ def record_confirmation(result: Any, confirmation: dict[str, Any], *, log_warnin
         meta["default_rules"] = {**meta.get("default_rules", {}), **{g: "confirmed" for g in result.groups}}
         if len(factors) > 1 and factor in (min(factors), max(factors)):
             side = "lower" if factor == min(factors) else "higher"
-            message = f"The confirmation trial at {factor:g}x the {rule} suggestion, the {'lowest' if side == 'lower' else 'highest'} factor tried, ended lowest: the best rate may be {side} still; add a factor beyond it to confirm_factors to see."
+            message = f"The confirmation points at {factor:g}x the {rule} suggestion, the {'lowest' if side == 'lower' else 'highest'} factor tried: the best rate may be {side} still; add a factor beyond it to confirm_factors to see."
     if message is not None:
         if log_warnings:
             logger.warning(message)
