@@ -71,3 +71,15 @@ def test_a_measured_family_where_the_rule_needs_a_caveat_says_what_was_measured(
         lion.warn
         and note == f"The default rule was measured with Lion (Lion): {lion.measured}. See docs/suggestions.md."
     )
+
+
+def test_adafactor_is_measured_only_as_the_trainer_builds_it():
+    from transformers import Adafactor
+
+    model = tiny_model()
+    as_trainer = Adafactor(model.parameters(), lr=1e-3, relative_step=False, scale_parameter=False, warmup_init=False)
+    assert evidence_for(as_trainer)[1].family == "Adafactor"
+    assert optimizer_warning(as_trainer).startswith("The default rule was measured with Adafactor (Adafactor)")
+    scaled = Adafactor(model.parameters(), lr=1e-3, relative_step=False, scale_parameter=True, warmup_init=False)
+    assert evidence_for(scaled)[1] is None  # scale_parameter changes what its lr means: not what was measured
+    assert optimizer_warning(scaled).startswith("The suggestion benchmark has not measured Adafactor")

@@ -65,6 +65,15 @@ EVIDENCE = (
         warn=True,
     ),
     Evidence(
+        "Adafactor",
+        ("Adafactor",),
+        "trough landed in the window at 1 of 5 sweep seeds (GPT-2 from scratch, built as the Trainer's "
+        "optim='adafactor'), up to 1.7x below the rate that trains best; with confirm_steps at half the run's "
+        "length, 5 of 5",
+        warn=True,
+        settings=(("relative_step", False), ("scale_parameter", False)),
+    ),
+    Evidence(
         "SGD",
         ("SGD",),
         "trough landed in the window at 5 of 5 sweep seeds in 1 regime (GPT-2 from scratch, momentum 0.9), where SGD "
@@ -115,6 +124,6 @@ def warning_for(name: str, found: Evidence | None) -> str | None:
     return (
         f"The suggestion benchmark has not measured {name}: the default rule's evidence is for other optimizers "
         f"({measured}). The rate that trains best also depends on how the optimizer behaves over a full run, which a "
-        "short sweep does not see: confirm the suggestion with a short training at it and at a third of it. "
+        "short sweep does not see: confirm the suggestion with short trainings around it (confirm_steps). "
         "See docs/suggestions.md."
     )
