@@ -60,8 +60,9 @@ EVIDENCE = (
         ("Lion", "Lion8bit", "Lion32bit", "PagedLion", "PagedLion8bit", "PagedLion32bit"),
         "trough landed among the rates that train best at 10 of 10 sweep seeds over 2 regimes (GPT-2 from scratch, "
         "LoRA), but the sweep bottoms out where AdamW's does while Lion trained best 3.2x (from scratch) and 1.8x "
-        "(LoRA) below AdamW's best rate: trough sat 1.8x and 1.2x above Lion's best. The sweep cannot see this; "
-        "if training at the suggestion is unstable, a third of it is where Lion's best rate was from scratch",
+        "(LoRA) below AdamW's best rate: trough sat 1.8x and 1.2x above Lion's best. The sweep cannot see this, "
+        "nor could confirm_steps at half the run's length (unchanged from scratch, above the window at some LoRA "
+        "seeds); if training at the suggestion is unstable, a third of it is where Lion's best rate was from scratch",
         warn=True,
     ),
     Evidence(
