@@ -8,20 +8,11 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState, GradientState
 
 from hf_lrfind import LRFinder, LRFinderCallback, LRFinderConfig, LRFinderResult, StepOutput, range_test
 from hf_lrfind.core.confirm import Replay, end_loss, pick, record_confirmation, trial_factor
 from tests.test_engine import assert_same_state, make_step, state_of, tiny_model, two_group_optimizer
-
-
-@pytest.fixture(autouse=True)
-def fresh_accelerate_state():
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
+from tests.test_runner import fresh_accelerate_state  # noqa: F401  (autouse: a blank accelerate state per test)
 
 
 @pytest.mark.parametrize("steps", [10, 37, 100])
