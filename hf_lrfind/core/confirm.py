@@ -86,6 +86,11 @@ def end_loss(losses: Sequence[float]) -> float:
     return sum(tail) / len(tail)
 
 
+def _score(curve: Any) -> float:
+    """A trial's [`end_loss`]; `inf` when it stopped early (a non-finite loss, too many skipped fp16 steps)."""
+    return end_loss(curve.losses) if curve.stop_reason == "num_steps" else math.inf
+
+
 def pick(factors: Sequence[float], scores: Sequence[float]) -> float | None:
     """
     The factor the trials point to: the bottom of the parabola fitted (least squares) to their scores against
@@ -153,12 +158,12 @@ def confirm_suggestion(
             )
             if log:
                 logger.info(
-                    f"Confirmation trial at {factor:g}x {rule} ({peaks[0]:.2e}): {curves[-1].losses[-1]:.4g} at its end."
+                    f"Confirmation trial at {factor:g}x {rule} ({peaks[0]:.2e}): end loss {_score(curves[-1]):.4g}."
                 )
     finally:
         if replay is not None:
             replay.forget()
-    scores = [end_loss(c.losses) if c.stop_reason == "num_steps" else math.inf for c in curves]
+    scores = [_score(c) for c in curves]
     factor = pick(factors, scores)
     tokens = [c.num_tokens for c in curves if c.num_tokens is not None]
     return {
