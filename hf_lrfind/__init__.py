@@ -3,7 +3,7 @@
 from . import verbosity
 from ._version import __version__
 from .core.config import LRFinderConfig
-from .core.engine import StepOutput, range_test, sweep
+from .core.engine import range_test
 from .core.result import LRFinderResult
 from .core.state import StateSnapshot
 from .core.suggest import (
@@ -17,6 +17,7 @@ from .core.suggest import (
     trough,
     valley,
 )
+from .core.sweep import StepOutput, sweep
 from .data import causal_lm_batches, load_sample_text, masked_lm_batches, seq_cls_batches, train_tokenizer
 from .groups.build import build_param_groups, layer_decay_ratios, param_groups_from_result
 from .groups.detect import detect_groups

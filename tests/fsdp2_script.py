@@ -17,8 +17,9 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 
 from hf_lrfind.core.config import LRFinderConfig
-from hf_lrfind.core.engine import StepOutput, range_test
+from hf_lrfind.core.engine import range_test
 from hf_lrfind.core.state import StateSnapshot, rng_state, set_rng_state
+from hf_lrfind.core.sweep import StepOutput
 
 IN, HIDDEN, OUT = 16, 64, 3  # OUT is odd: the head's shards differ in size between the ranks
 BATCH, SWEEP_STEPS, TRAIN_STEPS, WARM_STEPS = 8, 8, 5, 3

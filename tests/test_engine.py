@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from hf_lrfind import LRFinderConfig, LRFinderResult, StepOutput, range_test
-from hf_lrfind.core.engine import param_group_names
 from hf_lrfind.core.recorder import debiased_ema, diverged
+from hf_lrfind.core.schedule import param_group_names
 from hf_lrfind.core.state import StateSnapshot
 from hf_lrfind.core.suggest import centered_mean
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from .config import LRFinderConfig
-from .engine import StepFn, sweep
 from .state import rng_state, set_rng_state
+from .sweep import StepFn, sweep
 
 logger = logging.getLogger(__name__)
 

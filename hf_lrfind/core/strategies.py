@@ -15,19 +15,11 @@ from typing import Any
 import torch
 
 from .config import LRFinderConfig
-from .engine import (
-    StepFn,
-    average_sweeps,
-    base_lr,
-    build_result,
-    make_snapshot,
-    param_group_names,
-    range_test,
-    restart,
-    sweep,
-)
+from .engine import average_sweeps, build_result, make_snapshot, range_test, restart
 from .evidence import check_sweepable
+from .schedule import base_lr, param_group_names
 from .suggest import resolve_suggesters
+from .sweep import StepFn, sweep
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..core.engine import StepOutput
+from ..core.sweep import StepOutput
 from ..data import IGNORE_INDEX
 
 if TYPE_CHECKING:

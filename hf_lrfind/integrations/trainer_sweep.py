@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..core.confirm import Replay
-from ..core.engine import StepOutput
 from ..core.strategies import default_strategy, run_strategy
+from ..core.sweep import StepOutput
 from .accelerate_step import input_tokens
 from .trainer_internals import clip_grad_norm
 
