@@ -44,6 +44,8 @@ def top_window(grid: Sequence[dict]) -> dict:
     lrs = sorted(by_lr)
     means = [statistics.fmean(by_lr[lr]) for lr in lrs]
     finite = [by_lr[lr] for lr in lrs if all(math.isfinite(v) for v in by_lr[lr]) and len(by_lr[lr]) > 1]
+    if not finite:
+        raise ValueError("no grid rate has two finished seeds yet: run scripts/suggestion_bench.py --kinds grid")
     sd = math.sqrt(statistics.fmean(statistics.variance(v) for v in finite))
     best = int(np.argmin(means))
     threshold = means[best] + 2 * sd
@@ -353,6 +355,8 @@ def pair_grid(records: Sequence[dict], body: str = "body") -> dict:
     runs = _pair_runs(records, body)
     means = {k: statistics.fmean(v) for k, v in runs.items()}
     finite = [v for v in runs.values() if all(math.isfinite(x) for x in v) and len(v) > 1]
+    if not finite:
+        raise ValueError("no grid rate has two finished seeds yet: run scripts/suggestion_bench.py --kinds grid")
     sd = math.sqrt(statistics.fmean(statistics.variance(v) for v in finite))
     best = min(means, key=means.get)
     row = [
@@ -471,6 +475,38 @@ def overview(scores: dict) -> str:
     return "\n".join(lines)
 
 
+def confirmation_table(scores: dict) -> str:
+    """Markdown: per regime with cached trials, `trough` against the confirmation read three ways (seeds in window,
+    spread, distance from the best rate) and the factor the library's pick gave at each seed."""
+    from suggestbench.regimes import REGIMES
+
+    names = ["trough", "confirmed", "confirmed (lowest trial)", "confirmed (eval loss)"]
+    lines = [
+        "| regime | optimizer | trial steps (of the run) | "
+        + " | ".join(f"{n}: in window, spread, distance" for n in names)
+        + " | confirmed / trough by seed |",
+        "|---" * (len(names) + 4) + "|",
+    ]
+    for regime, result in scores.items():
+        rules = result["rules"]
+        if "confirmed" not in rules or not rules["confirmed"]["seeds"]:
+            continue
+        cells = []
+        for n in names:
+            r = rules.get(n)
+            cells.append(
+                "-" if r is None else f"{r['in_window']}/{r['seeds']}, {r['spread']:.2f}x, {r['distance']:.2f}x"
+            )
+        trough = dict(zip(range(len(rules["trough"]["suggestions"])), rules["trough"]["suggestions"]))
+        seeds = [m["seed"] for m in sweeps_of(load(os.path.join(DATA_DIR, f"{regime}.jsonl")), PROBED)]
+        ratios = ", ".join(f"{v / trough[s]:.2f}" for s, v in zip(seeds, rules["confirmed"]["suggestions"]))
+        steps = REGIMES[regime].steps
+        lines.append(
+            f"| {regime} | {REGIMES[regime].optimizer} | {steps // 2} ({steps}) | " + " | ".join(cells) + f" | {ratios} |"
+        )
+    return "\n".join(lines)
+
+
 def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> None:
     """Per regime, the cached phase curves of a strategy's runs (raw loss, a line per seed) and their suggestions."""
     from matplotlib.figure import Figure
@@ -559,7 +595,11 @@ def main(argv: list[str] | None = None) -> int:
     regimes = args.regimes or sorted(f[:-6] for f in os.listdir(DATA_DIR) if f.endswith(".jsonl"))
     scores = {}
     for regime in regimes:
-        s = scores[regime] = score(regime, args.rules)
+        try:
+            s = scores[regime] = score(regime, args.rules)
+        except ValueError as e:
+            print(f"\n{regime}: not scored: {e}")
+            continue
         w = s["window"]
         opened = (
             " (open " + " and ".join(side for side, o in zip(("below", "above"), w["open"]) if o) + ")"
@@ -584,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
             ratios = " ".join("diverged" if r["ratio"] is None else f"{r['ratio']:.3f}" for r in rows)
             print(f"  trained at {rule}: eval loss / grid best at the same seed = {ratios}")
     print("\n" + overview(scores))
+    if any("confirmed" in r["rules"] for r in scores.values()):
+        print("\n" + confirmation_table(scores))
     if args.sensitivity:
         print("\n" + sensitivity(regimes))
         print("\n" + ema_lag(regimes))
