@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="after the sweep, train this many steps at each --confirm-factors times the suggestion (each from the "
-        "same start, on the same batches) and keep the one that ends lowest; 0: off",
+        "same start, on the same batches) and keep the rate where their end losses bottom out; 0: off",
     )
     sweep.add_argument(
         "--confirm-factors", default="0.5,1,2", help="comma-separated multiples of the suggestion to confirm"

@@ -26,6 +26,7 @@ from .sweep import Curve, StepFn, sweep
 logger = logging.getLogger(__name__)
 
 
+# What the counts in `result.metadata` count (also written to lr_find.json).
 GLOSSARY = {
     "num_steps": "steps each sweep was asked to run",
     "steps_run": "points recorded, over all sweeps: a sweep that stops runs on to its next loss check, and those steps are not recorded",

@@ -265,6 +265,14 @@ def default_strategy(groups: Any, layer_decay: float | None, mapping: Mapping[st
     return "joint"
 
 
+def check_confirmable(config: LRFinderConfig, strategy: str | None) -> None:
+    """Refuse `confirm_steps` with a strategy that gives each group its own rate (`None`: not chosen yet)."""
+    if config.confirm_steps and strategy not in (None, "joint"):
+        raise ValueError(
+            f"confirm_steps confirms one suggestion, and the {strategy!r} strategy gives each group its own: use strategy='joint' or no groups to confirm (a joint sweep keeps the groups at fixed ratios), or set confirm_steps=0."
+        )
+
+
 def run_strategy(
     strategy: str,
     step_fn: StepFn,
@@ -282,10 +290,7 @@ def run_strategy(
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy ({strategy!r}) must be one of {STRATEGIES}.")
     replay = kwargs.pop("replay", None)
-    if config.confirm_steps and strategy != "joint":
-        raise ValueError(
-            f"confirm_steps confirms one suggestion, and the {strategy!r} strategy gives each group its own: sweep with strategy='joint' (the groups at fixed ratios) or without groups to confirm, or set confirm_steps=0."
-        )
+    check_confirmable(config, strategy)
     metadata = {**(kwargs.pop("metadata", None) or {}), "strategy": strategy}
     if groups is not None:
         metadata["groups"] = {g: list(names) for g, names in groups.items()}

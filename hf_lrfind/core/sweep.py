@@ -64,9 +64,6 @@ class Curve:
         return sum(len(s) for s in self.sweeps) if self.sweeps else len(self.losses)
 
 
-# What the counts in `result.metadata` count (also written to lr_find.json).
-
-
 def sweep(
     step_fn: StepFn,
     optimizer: torch.optim.Optimizer,
@@ -80,7 +77,7 @@ def sweep(
     """
     Run the sweep: for each step set every param group's lr from the schedule, call `step_fn`, record the loss, and
     stop at `config.num_steps`, on divergence, on a non-finite loss or after too many skipped steps. Does not restore
-    anything: see [`range_test`].
+    anything: see [`~hf_lrfind.core.engine.range_test`].
 
     Group ratios present in the optimizer are kept unless `config` gives per-group bounds. `bounds`, one
     `(start, end)` per param group, overrides both (a group with `start == end` is held at that rate; strategies use

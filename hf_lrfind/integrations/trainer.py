@@ -20,7 +20,7 @@ from ..core.peak import peak_lrs_for, set_peak_lrs
 from ..core.result import LRFinderResult, provide
 from ..core.schedule import base_lr, param_group_names
 from ..core.state import StateSnapshot, set_rng_state
-from ..core.strategies import STRATEGIES
+from ..core.strategies import STRATEGIES, check_confirmable
 from .accelerate_state import DataOrder
 from .trainer_internals import Accounting, AsBefore, calling_trainer, let_batches_run, stop_before_a_batch
 from .trainer_sweep import run_trainer_sweep
@@ -135,10 +135,7 @@ class LRFinderCallback(_TrainerEvents):
             raise ValueError(
                 f"confirm_steps confirms the default rule's suggestion, and method={method!r} would train at its own unconfirmed one: leave method unset (or 'confirmed'), or put {method!r} first in suggest to confirm it."
             )
-        if self.config.confirm_steps and strategy not in (None, "joint"):
-            raise ValueError(
-                f"confirm_steps confirms one suggestion, and the {strategy!r} strategy gives each group its own: use strategy='joint' or no groups to confirm, or set confirm_steps=0."
-            )
+        check_confirmable(self.config, strategy)
         if method is not None and method not in rules and not (method == "confirmed" and self.config.confirm_steps):
             raise ValueError(
                 f"method ({method!r}) must be one of the suggestion rules the sweep runs ({self.config.suggest})."
