@@ -35,3 +35,22 @@ def test_groups_on_the_real_checkpoint_and_a_split_sweep():
     assert all(result.suggestions[g]["valley"] is not None for g in result.groups)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def test_masked_lm_fine_tune_of_the_real_checkpoint_splits_the_new_transform_from_the_tied_decoder():
+    # The benchmark's minilm_mlm regime: the checkpoint is the encoder only, so the prediction transform and the
+    # decoder's bias are new (head) while the decoder's weight is the pretrained word embeddings (body, once).
+    from transformers import BertForMaskedLM
+
+    from hf_lrfind import detect_groups
+
+    model, info = BertForMaskedLM.from_pretrained(minilm.get_model_path(), output_loading_info=True)
+    groups = detect_groups(model, "auto", loading_info=info)
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    assert sorted(groups["head"]) == sorted(
+        ["cls.predictions.bias"]
+        + [f"cls.predictions.transform.{m}.{p}" for m in ("dense", "LayerNorm") for p in ("weight", "bias")]
+    )
+    assert "bert.embeddings.word_embeddings.weight" in groups["body"]
+    assert len(groups["body"]) + len(groups["head"]) == sum(1 for _ in model.parameters())
+    assert detect_groups(model, "auto") == groups  # the same split without the loading info

@@ -131,6 +131,33 @@ def _bert(seed: int) -> torch.nn.Module:
     return BertForMaskedLM(config)
 
 
+def _minilm_mlm_batches(split: int, **kwargs):
+    """Blocks of 32 MiniLM tokens of the Python docs (split 0: train, 1: held out), 15% masked."""
+    from transformers import AutoTokenizer
+
+    import hf_lrfind
+
+    tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
+    return hf_lrfind.masked_lm_batches(python_docs_text()[split], tokenizer, block_size=32, **kwargs)
+
+
+def _minilm_mlm_train(seed: int):
+    return endless(_minilm_mlm_batches(0, batch_size=BATCH_SIZE, seed=seed))
+
+
+@functools.cache
+def _minilm_mlm_eval() -> list[dict]:
+    return list(_minilm_mlm_batches(1, batch_size=32, shuffle=False))[:8]
+
+
+def _minilm_mlm(seed: int) -> torch.nn.Module:
+    from transformers import BertForMaskedLM
+
+    # The checkpoint is the encoder only: the decoder is tied to the pretrained word embeddings (body), the
+    # prediction transform (dense + LayerNorm) and the decoder's bias are new (head).
+    return BertForMaskedLM.from_pretrained(_minilm_path())
+
+
 MINILM_CLS = Regime(
     name="minilm_cls",
     description="fine-tune: pretrained MiniLM-L6 (22.7M) + new 5-class head, docstring areas, 80 steps of 16",
@@ -156,6 +183,21 @@ MINILM_LORA = Regime(
     # (adapter, head) pairs: head rates from 1e-3 to 1 at the best single rate (the single rates are the diagonal)
     pairs=[(10**-2.25, h) for h in half_decades(-3, 0)],
     body_group="adapter",
+)
+
+MINILM_MLM = Regime(
+    name="minilm_mlm",
+    description="masked-LM fine-tune: pretrained MiniLM-L6 + new prediction transform, Python docs, 80 steps of 16x32",
+    steps=80,
+    grid=half_decades(-5, -3),  # a first pass; `suggestion_bench.py` extends it while the best sits at an end
+    build_model=_minilm_mlm,
+    train_batches=_minilm_mlm_train,
+    eval_batches=_minilm_mlm_eval,
+    # (body, head) pairs: head rates from 1e-3 to 1 (half decades, spanning the split runs' head suggestions of
+    # 0.011-0.19) at the best single rate, 3.16e-4 (the single rates are the diagonal); then a half decade lower body
+    # at the head rates around the split runs' `minimum` (0.13-0.19), to see whether the body trains best lower when
+    # the head has its own rate, as in the classifier
+    pairs=[(10**-3.5, h) for h in half_decades(-3, 0)] + [(1e-4, h) for h in (10**-1.5, 0.1, 10**-0.5)],
 )
 
 GPT2_SCRATCH = Regime(
@@ -204,4 +246,4 @@ OTHER_OPTIMIZERS = [
     _with_optimizer(MINILM_LORA, "adafactor", -4, -1),
 ]
 
-REGIMES = {r.name: r for r in (MINILM_CLS, MINILM_LORA, GPT2_SCRATCH, BERT_MLM_SCRATCH, *OTHER_OPTIMIZERS)}
+REGIMES = {r.name: r for r in (MINILM_CLS, MINILM_LORA, MINILM_MLM, GPT2_SCRATCH, BERT_MLM_SCRATCH, *OTHER_OPTIMIZERS)}
