@@ -22,7 +22,7 @@ import math
 import os
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -36,6 +36,14 @@ def load(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def pooled_sd(samples: Iterable[list[float]]) -> float:
+    """The pooled standard deviation over the rates (or pairs) whose seeds all finished, two at least."""
+    finite = [v for v in samples if all(math.isfinite(x) for x in v) and len(v) > 1]
+    if not finite:
+        raise ValueError("no grid rate has two finished seeds yet: run scripts/suggestion_bench.py --kinds grid")
+    return math.sqrt(statistics.fmean(statistics.variance(v) for v in finite))
+
+
 def top_window(grid: Sequence[dict]) -> dict:
     """The top group and its window from grid records (`lr`, `seed`, `eval_loss`, None when diverged)."""
     by_lr: dict[float, list[float]] = {}
@@ -43,10 +51,7 @@ def top_window(grid: Sequence[dict]) -> dict:
         by_lr.setdefault(r["lr"], []).append(math.inf if r["eval_loss"] is None else r["eval_loss"])
     lrs = sorted(by_lr)
     means = [statistics.fmean(by_lr[lr]) for lr in lrs]
-    finite = [by_lr[lr] for lr in lrs if all(math.isfinite(v) for v in by_lr[lr]) and len(by_lr[lr]) > 1]
-    if not finite:
-        raise ValueError("no grid rate has two finished seeds yet: run scripts/suggestion_bench.py --kinds grid")
-    sd = math.sqrt(statistics.fmean(statistics.variance(v) for v in finite))
+    sd = pooled_sd(by_lr.values())
     best = int(np.argmin(means))
     threshold = means[best] + 2 * sd
     top = [i for i, m in enumerate(means) if m <= threshold]
@@ -354,10 +359,7 @@ def pair_grid(records: Sequence[dict], body: str = "body") -> dict:
     """
     runs = _pair_runs(records, body)
     means = {k: statistics.fmean(v) for k, v in runs.items()}
-    finite = [v for v in runs.values() if all(math.isfinite(x) for x in v) and len(v) > 1]
-    if not finite:
-        raise ValueError("no grid rate has two finished seeds yet: run scripts/suggestion_bench.py --kinds grid")
-    sd = math.sqrt(statistics.fmean(statistics.variance(v) for v in finite))
+    sd = pooled_sd(runs.values())
     best = min(means, key=means.get)
     row = [
         {"lr": h, "seed": i, "eval_loss": None if not math.isfinite(x) else x}
@@ -497,12 +499,15 @@ def confirmation_table(scores: dict) -> str:
             cells.append(
                 "-" if r is None else f"{r['in_window']}/{r['seeds']}, {r['spread']:.2f}x, {r['distance']:.2f}x"
             )
-        trough = dict(zip(range(len(rules["trough"]["suggestions"])), rules["trough"]["suggestions"]))
-        seeds = [m["seed"] for m in sweeps_of(load(os.path.join(DATA_DIR, f"{regime}.jsonl")), PROBED)]
+        records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
+        trough = dict(zip((r["seed"] for r in sweeps_of(records, THREE)), rules["trough"]["suggestions"]))
+        seeds = [r["seed"] for r in sweeps_of(records, PROBED)]
         ratios = ", ".join(f"{v / trough[s]:.2f}" for s, v in zip(seeds, rules["confirmed"]["suggestions"]))
         steps = REGIMES[regime].steps
         lines.append(
-            f"| {regime} | {REGIMES[regime].optimizer} | {steps // 2} ({steps}) | " + " | ".join(cells) + f" | {ratios} |"
+            f"| {regime} | {REGIMES[regime].optimizer} | {steps // 2} ({steps}) | "
+            + " | ".join(cells)
+            + f" | {ratios} |"
         )
     return "\n".join(lines)
 

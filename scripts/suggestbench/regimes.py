@@ -21,10 +21,15 @@ def _minilm_path() -> str:
 
 
 @functools.cache
-def _minilm_tokenized() -> tuple[list[dict], list[dict]]:
+def _minilm_tokenizer():
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
+    return AutoTokenizer.from_pretrained(_minilm_path())
+
+
+@functools.cache
+def _minilm_tokenized() -> tuple[list[dict], list[dict]]:
+    tokenizer = _minilm_tokenizer()
     train, held_out = docstring_task()
 
     def encode(rows):
@@ -133,12 +138,9 @@ def _bert(seed: int) -> torch.nn.Module:
 
 def _minilm_mlm_batches(split: int, **kwargs):
     """Blocks of 32 MiniLM tokens of the Python docs (split 0: train, 1: held out), 15% masked."""
-    from transformers import AutoTokenizer
-
     import hf_lrfind
 
-    tokenizer = AutoTokenizer.from_pretrained(_minilm_path())
-    return hf_lrfind.masked_lm_batches(python_docs_text()[split], tokenizer, block_size=32, **kwargs)
+    return hf_lrfind.masked_lm_batches(python_docs_text()[split], _minilm_tokenizer(), block_size=32, **kwargs)
 
 
 def _minilm_mlm_train(seed: int):
