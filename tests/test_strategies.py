@@ -87,11 +87,13 @@ def test_split_sweeps_everything_at_one_rate_then_the_head_alone_and_restores():
     assert result.metadata["num_sweeps"] == 2  # the body's curve: the mean of the two joint sweeps
     assert len(result.metadata["sweep_losses"]["body"]) == 2
     assert result.losses["head"] != result.losses["body"]
-    assert result.metadata["default_rules"] == {"head": "minimum"}  # the head's curve is read with minimum ...
-    assert result.suggestion(group="head") == result.suggestions["head"]["minimum"]
+    assert result.metadata["default_rules"] == {"head": "probe"}  # the head's curve is read with probe ...
+    assert result.suggestion(group="head") == result.suggestions["head"]["probe"]
+    assert result.suggestions["head"]["probe"] == pytest.approx(result.suggestions["head"]["minimum"] / 3)
     assert result.suggestion(group="body") == result.suggestions["body"]["trough"]  # ... the body's with trough
+    assert "probe" not in result.suggestions["body"]  # the head's rule, not run on the other groups' curve
     summary = result.summary()
-    assert " for head (minimum, the default rule); " in summary and " for body (trough, the default rule); " in summary
+    assert " for head (probe, the default rule); " in summary and " for body (trough, the default rule); " in summary
     assert "every group at one rate, read for body: 2 sweeps from the same start" in summary
     assert "head alone, the rest held still: 1 sweep" in summary
     assert_same_state(before, state_of(model, opt))
@@ -113,15 +115,26 @@ def test_split_body_curve_is_the_one_group_range_test():
     assert split.suggestions["body"] == one_group.suggestions["body"]
 
 
-def test_split_reads_the_head_with_the_first_rule_when_the_sweep_does_not_run_minimum():
+def test_split_runs_the_heads_rule_when_suggest_leaves_it_out_and_a_chosen_one_when_it_is_run():
     model = tiny_model()
     opt = two_group_optimizer(model, ratio=1.0, names=["body", "head"])
     step, _ = make_step(model, opt)
     config = LRFinderConfig(num_steps=20, end_lr=1.0, num_sweeps=2, suggest=["valley", "trough"])
     result = split_range_test(step, model, opt, config, progress=False)
-    assert result.metadata["default_rules"] == {"head": "valley"}
-    assert result.suggestion(group="head") == result.suggestions["head"]["valley"]
+    assert list(result.suggestions["head"]) == ["valley", "trough", "probe"] and result.default_rule("head") == "probe"
+    assert list(result.suggestions["body"]) == ["valley", "trough"] and result.default_rule("body") == "valley"
     assert result.metadata["cost_steps"] == 40  # num_sweeps=2: one sweep of the whole model, one of the head
+    chosen = split_range_test(step, model, opt, config, head_method="trough", progress=False)
+    assert list(chosen.suggestions["head"]) == ["valley", "trough"] and chosen.default_rule("head") == "trough"
+
+
+def test_split_refuses_an_unknown_head_rule_and_changes_nothing():
+    model = tiny_model()
+    opt = two_group_optimizer(model, names=["body", "head"])
+    step, calls = make_step(model, opt)
+    with pytest.raises(ValueError, match=r"head_method \('lowest'\) must be one of the rules the sweep runs"):
+        split_range_test(step, model, opt, LRFinderConfig(num_steps=10), head_method="lowest", progress=False)
+    assert calls == []
 
 
 def test_split_needs_a_head_and_a_body_and_changes_nothing():
@@ -226,3 +239,31 @@ def test_the_progress_bar_shows_the_swept_groups_lr(monkeypatch):
     # group 0 (body) is held at 0 while the head is swept, then swept while the head is held at its suggestion
     head_sweep, body_sweep = [c[1] for c in calls[:20]], [c[0] for c in calls[22:]]
     assert shown == [f"{lr:.2e}" for lr in (head_sweep[9], head_sweep[19], body_sweep[9], body_sweep[19])]
+
+
+def test_split_beside_sweeps_the_head_with_the_rest_training_at_its_suggestion_and_restores():
+    model = tiny_model()
+    opt = two_group_optimizer(model, ratio=0.1, names=["body", "head"])
+    warm, _ = make_step(model, opt, seed=3)
+    warm()
+    before = state_of(model, opt)
+    step, calls = make_step(model, opt)
+    config = LRFinderConfig(num_steps=30, end_lr=1.0, diverge_threshold=None, num_sweeps=3)
+    result = split_range_test(step, model, opt, config, head_phase="beside", progress=False)
+    body_lr = result.suggestions["body"]["trough"]  # the body curve is the joint sweeps' mean, as with "alone"
+    sweep = [1e-7 * (1.0 / 1e-7) ** (i / 30) for i in range(30)]
+    assert len(calls) == 90
+    assert [c[1] for c in calls[60:]] == pytest.approx(sweep)  # the head swept over the whole range ...
+    assert [c[0] for c in calls[60:]] == [body_lr] * 30  # ... the body training at its suggestion
+    assert result.metadata["head_phase"] == "beside" and result.metadata["held_lrs"] == {"body": body_lr}
+    assert f"head swept beside the rest training at its suggestion (body at {body_lr:.2e}): 1 sweep" in result.summary()
+    assert_same_state(before, state_of(model, opt))
+
+
+def test_split_refuses_an_unknown_head_phase_and_changes_nothing():
+    model = tiny_model()
+    opt = two_group_optimizer(model, names=["body", "head"])
+    step, calls = make_step(model, opt)
+    with pytest.raises(ValueError, match=r"head_phase \('frozen'\) must be one of \('alone', 'beside'\)"):
+        split_range_test(step, model, opt, LRFinderConfig(num_steps=10), head_phase="frozen", progress=False)
+    assert calls == []

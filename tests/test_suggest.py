@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 import torch
 
+from hf_lrfind.core.config import LRFinderConfig
 from hf_lrfind.core.suggest import (
     DEFAULT_SUGGESTER,
     SUGGESTERS,
     minimum,
     prepare_curve,
+    probe,
     resolve_suggesters,
     slide,
     steep,
@@ -315,6 +317,11 @@ def test_minimum_hand_made():
     assert minimum(LRS10[:5], [3, 2, 1, 1, 4]) == LRS10[2] / 10
 
 
+def test_probe_hand_made():
+    # The same first minimum as fastai's minimum, read at a thirtieth of its rate.
+    assert probe(LRS10[:5], [3, 2, 1, 1, 4]) == LRS10[2] / 30
+
+
 def test_suggestions_are_plain_floats():
     for fn in SUGGESTERS.values():
         assert type(fn(fastai_lrs(40), realistic(np.random.default_rng(6), 40))) is float
@@ -335,6 +342,7 @@ def test_suggestions_are_plain_floats():
         ("steep", 1, 2, {}),
         ("steep", 0, 2, {}),
         ("minimum", 0, 1, {}),
+        ("probe", 0, 1, {}),
     ],
 )
 def test_too_short_curve_returns_none_and_warns(caplog, name, n_short, n_needed, kwargs):
@@ -489,7 +497,8 @@ def test_prepare_curve_rejects_mismatched_lengths():
 def test_default_suggester_is_trough_and_fastais_four_keep_their_names():
     assert DEFAULT_SUGGESTER == "trough"
     assert SUGGESTERS[DEFAULT_SUGGESTER] is trough
-    assert list(SUGGESTERS) == ["trough", "valley", "slide", "steep", "minimum"]
+    assert list(SUGGESTERS) == ["trough", "valley", "slide", "steep", "minimum", "probe"]
+    assert LRFinderConfig().suggest == ("trough", "valley", "slide", "steep", "minimum")  # probe: the head's rule
 
 
 def test_resolve_names_and_callables():
@@ -516,7 +525,8 @@ def test_resolve_names_and_callables():
 
 def test_resolve_unknown_name_raises():
     with pytest.raises(
-        ValueError, match=r"'vally'.*\['minimum', 'slide', 'steep', 'trough', 'valley'\].*callable \(lrs, losses\)"
+        ValueError,
+        match=r"'vally'.*\['minimum', 'probe', 'slide', 'steep', 'trough', 'valley'\].*callable \(lrs, losses\)",
     ):
         resolve_suggesters(["vally"])
 
@@ -531,8 +541,8 @@ def test_suggest_all_runs_every_method():
     rng = np.random.default_rng(9)
     lrs, losses = prepare_curve(fastai_lrs(100), realistic(rng, 100))
     got = suggest_all(lrs, losses, list(SUGGESTERS) + [lambda a, b: np.float32(0.5), lambda a, b: None])
-    assert got == {name: fn(lrs, losses) for name, fn in SUGGESTERS.items()} | {"custom_5": 0.5, "custom_6": None}
-    assert all(type(v) is float for v in list(got.values())[:5])
+    assert got == {name: fn(lrs, losses) for name, fn in SUGGESTERS.items()} | {"custom_6": 0.5, "custom_7": None}
+    assert all(type(v) is float for v in list(got.values())[:6])
 
 
 def test_suggest_all_returns_none_for_a_rule_the_curve_is_too_short_for(caplog):

@@ -79,7 +79,7 @@ class LRFinderResult:
     def default_rule(self, group: str) -> str | None:
         """
         The rule a group's suggestion is read with when none is named: the strategy's choice for that group where it
-        made one (`metadata["default_rules"]`: the split strategy reads the head with `minimum`), else the first rule
+        made one (`metadata["default_rules"]`: the split strategy reads the head with `probe`), else the first rule
         the sweep ran (`"trough"` unless `suggest` said otherwise).
         """
         chosen = self.metadata.get("default_rules", {}).get(group)
@@ -93,7 +93,7 @@ class LRFinderResult:
 
         Args:
             method (`str`, *optional*): a method the sweep ran; defaults to the group's default rule (see
-                [`~LRFinderResult.default_rule`]: `"trough"`, or `"minimum"` for the head of a split sweep).
+                [`~LRFinderResult.default_rule`]: `"trough"`, or `"probe"` for the head of a split sweep).
             group (`str`, *optional*): the group; may be left out when the result has a single group.
 
         Raises:
@@ -142,7 +142,7 @@ class LRFinderResult:
             target (`transformers.Trainer` or `torch.optim.Optimizer`):
                 A Trainer (see [`hf_lrfind.apply_result`]), or the optimizer of your own loop, as
                 `accelerator.prepare` returned it or plain: each param group's rate is set.
-            method (`str`, *optional*): the rule; defaults to each group's default rule (`"trough"`, or `"minimum"`
+            method (`str`, *optional*): the rule; defaults to each group's default rule (`"trough"`, or `"probe"`
                 for the head of a split sweep).
             scheduler (*optional*): the loop's LR scheduler (accelerate's `AcceleratedScheduler` or a torch one,
                 such as transformers' `get_linear_schedule_with_warmup`): its base rates are set too, so that the

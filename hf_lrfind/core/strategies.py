@@ -8,6 +8,7 @@ groups from the `"name"` entries of the optimizer's param groups.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,12 +19,13 @@ from .config import LRFinderConfig
 from .engine import average_sweeps, build_result, make_snapshot, range_test, restart
 from .evidence import check_sweepable
 from .schedule import base_lr, param_group_names
-from .suggest import resolve_suggesters
+from .suggest import SUGGESTERS, resolve_suggesters
 from .sweep import StepFn, sweep
 
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("joint", "split", "sequential")
+HEAD_PHASES = ("alone", "beside")
 
 
 def joint_range_test(
@@ -36,17 +38,17 @@ def joint_range_test(
     return range_test(step_fn, model, optimizer, config, **kwargs)
 
 
-def _first_suggestion(suggestions: Mapping[str, float | None], method: str) -> float:
+def _first_suggestion(suggestions: Mapping[str, float | None], method: str, group: str = "head") -> float:
     if suggestions.get(method) is not None:
         return suggestions[method]  # type: ignore[return-value]
     for name, value in suggestions.items():
         if value is not None:
             logger.warning(
-                f"{method!r} gave no suggestion for the head; warming it up at the {name!r} suggestion instead."
+                f"{method!r} gave no suggestion for the {group}; holding it at the {name!r} suggestion instead."
             )
             return value
     raise RuntimeError(
-        "The head sweep gave no suggestion at all (too few points before it stopped); run more steps or lower end_lr."
+        f"The {group}'s sweep gave no suggestion at all (too few points before it stopped); run more steps or lower end_lr."
     )
 
 
@@ -84,7 +86,8 @@ def split_range_test(
     config: LRFinderConfig,
     *,
     first: Sequence[str] = ("head",),
-    head_method: str = "minimum",
+    head_method: str = "probe",
+    head_phase: str = "alone",
     scheduler: Any = None,
     scaler: Any = None,
     snapshot: Any = None,
@@ -105,59 +108,75 @@ def split_range_test(
     optimizer steps with the defaults, as a one-group range test.
 
     The head's curve is read with `head_method` by default (`result.default_rule("head")`, also what `apply`,
-    `param_groups` and the callback use when no rule is named); the other groups with the first rule of `suggest`
-    (`trough`). On the benchmark's two fine-tunes `trough` read the head at the top of the rates that train well
-    (1.1x above it at one seed of three) and `minimum` inside them at every seed (docs/suggestions.md).
+    `param_groups` and the callback use when no rule is named), run on the head's curve even when `suggest` leaves it
+    out; the other groups with the first rule of `suggest` (`trough`). `probe` (a third of fastai's `minimum`) put
+    the head inside the rates that train well beside the body at every seed of the benchmark's three fine-tunes,
+    where `minimum` was above them at one of nine and left two classifier trainings just outside the tie band
+    (docs/suggestions.md).
 
     Args:
-        first (`Sequence[str]`, *optional*, defaults to `("head",)`): names of the groups swept alone in phase 2.
-        head_method (`str`, *optional*, defaults to `"minimum"`): the head's default rule; when the sweep does not
-            run it (`suggest`), the first rule it runs.
+        first (`Sequence[str]`, *optional*, defaults to `("head",)`): names of the groups swept in phase 2.
+        head_method (`str`, *optional*, defaults to `"probe"`): the head's default rule: one the sweep runs, or a name
+            from `SUGGESTERS`, which is then run on the head's curve only.
+        head_phase (`str`, *optional*, defaults to `"alone"`): `"alone"` holds every other group still during the
+            head's sweep; `"beside"` trains them at their own suggestion meanwhile. Measured on the classifier
+            fine-tune, the `"beside"` curve reads the body's progress, not the head's rate (docs/suggestions.md).
 
     Returns:
         [`LRFinderResult`] with one curve per group, `metadata["strategy"] == "split"` and
         `metadata["default_rules"]` (the head's rule).
 
     Raises:
-        ValueError: when the optimizer has no group named in `first`, or nothing else to sweep.
+        ValueError: when the optimizer has no group named in `first`, or nothing else to sweep; an unknown
+            `head_method` or `head_phase`.
     """
     names, is_first = _head_and_rest(optimizer, config, first, "split")
-    rules = list(resolve_suggesters(config.suggest))
-    if head_method not in rules:
-        logger.info(
-            f"The sweep does not run {head_method!r} (suggest={config.suggest}); the head is read with {rules[0]!r}."
-        )
-        head_method = rules[0]
+    if head_phase not in HEAD_PHASES:
+        raise ValueError(f"head_phase ({head_phase!r}) must be one of {HEAD_PHASES}.")
+    rules = resolve_suggesters(config.suggest)
+    added = head_method not in rules
+    if added:  # the head's rule is run even when `suggest` does not name it, and shown for the head only
+        if head_method not in SUGGESTERS:
+            raise ValueError(
+                f"head_method ({head_method!r}) must be one of the rules the sweep runs ({list(rules)}) or of {sorted(SUGGESTERS)}."
+            )
+        config = dataclasses.replace(config, suggest=(*rules.values(), SUGGESTERS[head_method]))
     together = [(config.start_lr, config.end_lr)] * len(names)
     alone = _ratio_bounds(config, [base_lr(g) for g in optimizer.param_groups], is_first)
     if snapshot is None:
         snapshot = make_snapshot(model, optimizer, config, scheduler=scheduler, scaler=scaler)
     joint_sweeps = max(1, config.num_sweeps - 1)
-    runs = []
+    runs, held = [], {}
     try:
-        for i in range(joint_sweeps + 1):
+        for i in range(joint_sweeps):
             if i:
                 restart(snapshot)
-            head = i == joint_sweeps
-            description = "LR range test (head)" if head else f"LR range test (all groups, {i + 1}/{joint_sweeps})"
-            runs.append(
-                sweep(
-                    step_fn,
-                    optimizer,
-                    config,
-                    progress=progress,
-                    description=description,
-                    bounds=alone if head else together,
-                )
-            )
+            description = f"LR range test (all groups, {i + 1}/{joint_sweeps})"
+            runs.append(sweep(step_fn, optimizer, config, progress=progress, description=description, bounds=together))
+        body_curve = average_sweeps(runs, config.beta)
+        if head_phase == "beside":  # the rest trains at its own suggestion while the head is swept
+            rest = {n: body_curve for n, f in zip(names, is_first) if not f}
+            rest_result = build_result(rest, config, log_warnings=False)
+            held = {n: _first_suggestion(rest_result.suggestions[n], next(iter(rules)), n) for n in rest}
+            alone = [b if f else (held[n], held[n]) for b, f, n in zip(alone, is_first, names)]
+        restart(snapshot)
+        head_curve = sweep(
+            step_fn, optimizer, config, progress=progress, description="LR range test (head)", bounds=alone
+        )
     finally:
         snapshot.restore()
         snapshot.close()
-    head_curve, body_curve = runs[-1], average_sweeps(runs[:-1], config.beta)
     curves = {n: (head_curve if n in first else body_curve) for n in dict.fromkeys(names)}
     default_rules = {n: head_method for n in dict.fromkeys(names) if n in first}
-    meta = {"strategy": "split", "default_rules": default_rules, **(metadata or {})}
-    return build_result(curves, config, meta, log_warnings=log_warnings, optimizer=optimizer)
+    meta = {"strategy": "split", "default_rules": default_rules, "head_phase": head_phase, **(metadata or {})}
+    if held:
+        meta["held_lrs"] = held
+    result = build_result(curves, config, meta, log_warnings=log_warnings, optimizer=optimizer)
+    if added:
+        for n in curves:
+            if n not in first:
+                del result.suggestions[n][head_method]
+    return result
 
 
 def sequential_range_test(

@@ -25,6 +25,7 @@ Methods = str | Suggester | Sequence[str | Suggester]
 DEFAULT_SUGGESTER = "trough"
 TROUGH_HALF_WIDTH = 2
 TROUGH_FACTOR = 3.0
+PROBE_FACTOR = 30.0
 
 
 def _curve(lrs: CurveLike, losses: CurveLike, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +162,29 @@ def minimum(lrs: CurveLike, losses: CurveLike) -> float | None:
     return float(lrs64[int(np.argmin(losses32))]) / 10
 
 
+def probe(lrs: CurveLike, losses: CurveLike) -> float | None:
+    """
+    hf_lrfind's rule for a new head read off its linear-probe curve (the head swept alone on a still body, phase 2 of
+    the split strategy): a thirtieth of the learning rate at the lowest loss, `lrs[argmin(losses)] / 30` (first
+    minimum), a third of fastai's `minimum`. The head then trains beside a moving body, at a lower rate than the
+    probe alone tolerates. The factor was chosen on the suggestion benchmark's three fine-tunes (a classifier, LoRA, a
+    masked LM): inside the range of factors that put every cached head curve's suggestion among the head rates that
+    train best (docs/suggestions.md); no held-out regime has tested it yet.
+
+    Args:
+        lrs (`Sequence[float]`): Learning rates of the prepared curve.
+        losses (`Sequence[float]`): Losses of the prepared curve, one per learning rate.
+
+    Returns:
+        `float | None`: The suggestion, or `None` (with a warning) for an empty curve.
+    """
+    lrs64, losses32 = _curve(lrs, losses)
+    if len(losses32) == 0:
+        logger.warning("probe: the curve is empty, so there is no learning rate to suggest; returning None.")
+        return None
+    return float(lrs64[int(np.argmin(losses32))]) / PROBE_FACTOR
+
+
 def centered_mean(values: CurveLike, half_width: int) -> np.ndarray:
     """
     The mean of each point's window `[i - half_width, i + half_width]`, cut at the ends of the curve (where the window
@@ -231,6 +255,7 @@ SUGGESTERS: dict[str, Suggester] = {
     "slide": slide,
     "steep": steep,
     "minimum": minimum,
+    "probe": probe,
 }
 
 

@@ -109,7 +109,10 @@ def summarize(result: LRFinderResult, method: str | None = None, *, table: bool 
         body = [g for g in result.groups if g not in heads]
         if body:
             lines.append(f"  every group at one rate, read for {', '.join(body)}: {_sweeps(result, body[0])}")
-        lines.extend(f"  {g} alone, the rest held still: {_sweeps(result, g)}" for g in heads)
+        held = meta.get("held_lrs")
+        rest = ", ".join(f"{g} at {lr:.2e}" for g, lr in held.items()) if held else ""
+        beside = f"swept beside the rest training at its suggestion ({rest})" if held else "alone, the rest held still"
+        lines.extend(f"  {g} {beside}: {_sweeps(result, g)}" for g in heads)
     else:
         lines.append(f"  {_sweeps(result, result.groups[0])}")
     if meta.get("confirmation"):
