@@ -128,12 +128,19 @@ def test_split_runs_the_heads_rule_when_suggest_leaves_it_out_and_a_chosen_one_w
     assert list(chosen.suggestions["head"]) == ["valley", "trough"] and chosen.default_rule("head") == "trough"
 
 
-def test_split_refuses_an_unknown_head_rule_and_changes_nothing():
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"head_method": "lowest"}, r"head_method \('lowest'\) must be one of the rules the sweep runs"),
+        ({"head_phase": "frozen"}, r"head_phase \('frozen'\) must be one of \('alone', 'beside'\)"),
+    ],
+)
+def test_split_refuses_an_unknown_head_rule_or_phase_and_changes_nothing(option, message):
     model = tiny_model()
     opt = two_group_optimizer(model, names=["body", "head"])
     step, calls = make_step(model, opt)
-    with pytest.raises(ValueError, match=r"head_method \('lowest'\) must be one of the rules the sweep runs"):
-        split_range_test(step, model, opt, LRFinderConfig(num_steps=10), head_method="lowest", progress=False)
+    with pytest.raises(ValueError, match=message):
+        split_range_test(step, model, opt, LRFinderConfig(num_steps=10), progress=False, **option)
     assert calls == []
 
 
@@ -258,12 +265,3 @@ def test_split_beside_sweeps_the_head_with_the_rest_training_at_its_suggestion_a
     assert result.metadata["head_phase"] == "beside" and result.metadata["held_lrs"] == {"body": body_lr}
     assert f"head swept beside the rest training at its suggestion (body at {body_lr:.2e}): 1 sweep" in result.summary()
     assert_same_state(before, state_of(model, opt))
-
-
-def test_split_refuses_an_unknown_head_phase_and_changes_nothing():
-    model = tiny_model()
-    opt = two_group_optimizer(model, names=["body", "head"])
-    step, calls = make_step(model, opt)
-    with pytest.raises(ValueError, match=r"head_phase \('frozen'\) must be one of \('alone', 'beside'\)"):
-        split_range_test(step, model, opt, LRFinderConfig(num_steps=10), head_phase="frozen", progress=False)
-    assert calls == []

@@ -1,5 +1,5 @@
-"""Learning-rate suggestion rules: hf_lrfind's default `trough`, and fastai's four (`fastai/callback/schedule.py`),
-which give fastai's numbers on the same curve.
+"""Learning-rate suggestion rules: hf_lrfind's default `trough`, fastai's four (`fastai/callback/schedule.py`),
+which give fastai's numbers on the same curve, and `probe`, the head's rule of `groups="auto"`.
 
 Each rule takes a curve prepared by [`prepare_curve`] (a list, array or tensor) and raises `ValueError` unless `lrs`
 and `losses` are 1-D and of equal length. fastai's rules read the EMA-smoothed losses and compute in float32 as fastai
@@ -155,11 +155,7 @@ def minimum(lrs: CurveLike, losses: CurveLike) -> float | None:
     Returns:
         `float | None`: The suggestion, or `None` (with a warning) for an empty curve.
     """
-    lrs64, losses32 = _curve(lrs, losses)
-    if len(losses32) == 0:
-        logger.warning("minimum: the curve is empty, so there is no learning rate to suggest; returning None.")
-        return None
-    return float(lrs64[int(np.argmin(losses32))]) / 10
+    return _below_lowest("minimum", lrs, losses, 10)
 
 
 def probe(lrs: CurveLike, losses: CurveLike) -> float | None:
@@ -178,11 +174,16 @@ def probe(lrs: CurveLike, losses: CurveLike) -> float | None:
     Returns:
         `float | None`: The suggestion, or `None` (with a warning) for an empty curve.
     """
+    return _below_lowest("probe", lrs, losses, PROBE_FACTOR)
+
+
+def _below_lowest(rule: str, lrs: CurveLike, losses: CurveLike, factor: float) -> float | None:
+    """`lrs[argmin(losses)] / factor` (first minimum), `None` with a warning for an empty curve."""
     lrs64, losses32 = _curve(lrs, losses)
     if len(losses32) == 0:
-        logger.warning("probe: the curve is empty, so there is no learning rate to suggest; returning None.")
+        logger.warning(f"{rule}: the curve is empty, so there is no learning rate to suggest; returning None.")
         return None
-    return float(lrs64[int(np.argmin(losses32))]) / PROBE_FACTOR
+    return float(lrs64[int(np.argmin(losses32))]) / factor
 
 
 def centered_mean(values: CurveLike, half_width: int) -> np.ndarray:
