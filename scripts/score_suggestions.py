@@ -377,7 +377,7 @@ def head_rules(records: Sequence[dict], strategy: str, body: str = "body") -> st
     lo, hi = pair_grid(records, body)["head"]["window"]
     runs = sorted((r for r in records if _strategy(r) == strategy and "curves" in r), key=lambda r: r["seed"])
     lines = ["| rule on the head curve | head window hit | suggestions by seed |", "|---|---|---|"]
-    for name in ("trough", "valley", "slide", "steep", "minimum"):
+    for name in ("trough", "valley", "slide", "steep", "minimum", "probe"):
         values = []
         for r in runs:
             record = {"lrs": r["curves"]["head"]["lrs"], "losses": r["curves"]["head"]["losses"]}
@@ -391,14 +391,50 @@ def head_rules(records: Sequence[dict], strategy: str, body: str = "body") -> st
     return "\n".join(lines)
 
 
+def factor_range(bottoms: Sequence[float], window: tuple[float, float]) -> tuple[float, float]:
+    """The factors `f` for which `bottom / f` lies inside `window` for every bottom (empty when low > high)."""
+    lo, hi = window
+    return max(b / hi for b in bottoms), min(b / lo for b in bottoms)
+
+
+def head_factors(regimes: Sequence[str]) -> str:
+    """
+    Markdown: for each regime's split runs, the rate at the bottom of the head curve's EMA (fastai's `minimum` times
+    10) and the factors `f` that put `bottom / f` inside the head window; then the factors that do so at every seed
+    of every regime (how `probe`'s 30 was chosen).
+    """
+    from suggestbench.regimes import REGIMES
+
+    from hf_lrfind.core.suggest import PROBE_FACTOR, SUGGESTERS
+
+    lines = ["| regime | head window | EMA bottoms by seed | factors that land every seed |", "|---|---|---|---|"]
+    lo_all, hi_all = 0.0, math.inf
+    for regime in regimes:
+        records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
+        lo, hi = pair_grid(records, REGIMES[regime].body_group)["head"]["window"]
+        runs = sorted((r for r in records if _strategy(r) == "split" and "curves" in r), key=lambda r: r["seed"])
+        bottoms = [10 * SUGGESTERS["minimum"](*_prepared(r["curves"]["head"], smoothed=True)) for r in runs]
+        f_lo, f_hi = factor_range(bottoms, (lo, hi))
+        lo_all, hi_all = max(lo_all, f_lo), min(hi_all, f_hi)
+        cells = ", ".join(f"{b:.3g}" for b in bottoms)
+        lines.append(f"| {regime} | {lo:.3g} .. {hi:.3g} | {cells} | {f_lo:.1f} .. {f_hi:.1f} |")
+    lines.append(f"| all | | | {lo_all:.1f} .. {hi_all:.1f} (`probe`: {PROBE_FACTOR:g}) |")
+    return "\n".join(lines)
+
+
 def _has_split(regime: str) -> bool:
     return any(_strategy(r) == "split" for r in load(os.path.join(DATA_DIR, f"{regime}.jsonl")))
 
 
+BESIDE = "split (head swept beside the body)"
+
+
 def _strategy(record: dict) -> str | None:
+    """The strategy of a `groups="auto"` run; `BESIDE` for the split runs whose head was swept beside the body."""
     if record["kind"] != "auto":
         return None
-    return record["options"].get("strategy", "sequential")
+    options = record["options"]
+    return BESIDE if options.get("head_phase") == "beside" else options.get("strategy", "sequential")
 
 
 def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
@@ -422,16 +458,17 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
         f"| strategy | seed | {body} lr | head lr | eval loss | in the tie band | head in its window | finder steps (x grid) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    split_cost = {r["seed"]: r["cost_steps"] for r in records if _strategy(r) == "split"}
-    variants = {
-        "sequential": [r for r in records if _strategy(r) == "sequential"],
-        "split, head by trough": [r for r in records if _strategy(r) == "split"],
-    }
+    cost = {(_strategy(r), r["seed"]): r["cost_steps"] for r in records if r["kind"] == "auto"}
+    variants = {"sequential": [r for r in records if _strategy(r) == "sequential"]}
+    for split in ("split", BESIDE):
+        variants[f"{split}, head by trough"] = [r for r in records if _strategy(r) == split]
     for r in records:  # the split runs' body rate, the head read with another rule from their cached head curves
         if r["kind"] == "split_confirm":
-            row = {**r, "trained_lrs": r["lr"], "cost_steps": split_cost[r["seed"]]}
+            row = {**r, "trained_lrs": r["lr"], "cost_steps": cost["split", r["seed"]]}
             variants.setdefault(f"split, head by {r['rule']}", []).append(row)
     for strategy, mine in variants.items():
+        if not mine:
+            continue
         mine = sorted(mine, key=lambda r: r["seed"])
         for r in mine:
             loss = r["eval_loss"]
@@ -523,9 +560,7 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
         records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
         body = REGIMES[regime].body_group
         runs = sorted((r for r in records if _strategy(r) == strategy and "curves" in r), key=lambda r: r["seed"])
-        head_rule = {
-            r["seed"]: r["lr"]["head"] for r in records if r["kind"] == "split_confirm" and r["rule"] == "minimum"
-        }
+        head_rule = {r["seed"]: r["lr"]["head"] for r in records if r["kind"] == "split_confirm" and r["rule"] == "probe"}
         grid = pair_grid(records, body)
         for ax, group in zip(row, (body, "head")):
             lows = []
@@ -542,7 +577,7 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
             else:
                 ax.axvline(grid["best"][0], color="k", lw=1, label=f"best pair's {body} lr")
             ax.set_xscale("log")
-            rule = "minimum" if group == "head" else "trough"
+            rule = "probe" if group == "head" else "trough"
             ax.set_title(f"{regime}: {group} curve ({strategy}); dotted: {rule}", fontsize="medium")
             ax.set_xlabel("learning rate")
             ax.set_ylabel("raw loss (mean of sweeps)")
@@ -643,18 +678,22 @@ def main(argv: list[str] | None = None) -> int:
 
             body = REGIMES[regime].body_group
             print(f"\n{regime}, groups='auto':\n" + groups_auto(records, REGIMES[regime].steps, body))
-            for strategy in ("sequential", "split"):
+            for strategy in ("sequential", "split", BESIDE):
                 if any(_strategy(r) == strategy and "curves" in r for r in records):
                     print(
                         f"\n{regime}, rules on the head curves of {strategy}:\n" + head_rules(records, strategy, body)
                     )
+    split_regimes = [r for r in regimes if _has_split(r)]
+    if split_regimes:
+        print("\nhead curves of the split runs, and the factors below their bottom that land in the head window:")
+        print(head_factors(split_regimes))
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write("\n\n".join(f"### {regime}\n\n{markdown(regime, r)}" for regime, r in scores.items()) + "\n")
     if args.plot:
         plot(scores, args.plot)
     if args.phase_plot:
-        phase_plot([r for r in regimes if _has_split(r)], args.phase_plot)
+        phase_plot(split_regimes, args.phase_plot)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(scores, f, indent=1)

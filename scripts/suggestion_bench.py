@@ -12,8 +12,9 @@ Kinds: `sweep` (one sweep, the range test of the fastai era: `num_sweeps=1`, 5 s
 range test: 3 sweeps averaged, 5 seeds), `grid` (every grid rate at 3 seeds), `confirm` (train at the `--rule`
 suggestion of the cached sweeps of the grid's seeds), `pairs` (the regime's (body, head) peak-rate pairs at 3 seeds),
 `auto` (`groups="auto"` with the sequential strategy at the grid's seeds, trained at its per-group `trough`
-suggestions), `split` (the same with `strategy="split"`), `split_confirm` (train at the split runs' body rate and
-the `--rule` suggestion read on their cached head curves), `probe` (the trials of the confirmation phase, `confirm_steps`:
+suggestions), `split` (the same with `strategy="split"`, at the 5 sweep seeds), `split_beside` (the split strategy
+with the body trained at its suggestion during the head's sweep, `head_phase="beside"`), `split_confirm` (train at the
+split runs' body rate and the `--rule` suggestion read on their cached head curves), `probe` (the trials of the confirmation phase, `confirm_steps`:
 short trainings of half the budget, the schedule's shape compressed to them, at `PROBE_FACTORS` times each sweep
 seed's `trough` suggestion, on the batches that follow the seed's sweeps, as the library's trials; every step's loss
 kept).
@@ -35,6 +36,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from suggestbench import common  # noqa: E402
 from suggestbench.regimes import REGIMES  # noqa: E402
+
+from hf_lrfind.core.strategies import split_range_test  # noqa: E402
 
 DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "suggestions", "data")
 SWEEP_SEEDS = (0, 1, 2, 3, 4)
@@ -121,15 +124,19 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
             todo += [{"kind": "auto", "seed": s, "options": {"groups": "auto"}} for s in GRID_SEEDS]
         elif kind == "split":
             todo += [
-                {"kind": "auto", "seed": s, "options": {"groups": "auto", "strategy": "split"}} for s in GRID_SEEDS
+                {"kind": "auto", "seed": s, "options": {"groups": "auto", "strategy": "split"}} for s in SWEEP_SEEDS
             ]
+        elif kind == "split_beside":  # the split strategy with the body at its suggestion during the head sweep
+            options = {"groups": "auto", "strategy": "split", "head_phase": "beside"}
+            todo += [{"kind": "auto", "seed": s, "options": options} for s in GRID_SEEDS]
         elif kind == "split_confirm":  # the split runs' body rate with the head read by another rule
-            from score_suggestions import RULES
+            from score_suggestions import RULES, _fastai
 
+            read = RULES[rule][1] if rule in RULES else _fastai(rule)  # a library rule not scored on one group
             for r in records(regime_name):
-                if r["kind"] == "auto" and r["options"].get("strategy") == "split":
+                if r["kind"] == "auto" and r["options"].get("strategy") == "split" and "head_phase" not in r["options"]:
                     curve = {"lrs": r["curves"]["head"]["lrs"], "losses": r["curves"]["head"]["losses"]}
-                    lrs = {regime.body_group: r["trained_lrs"][regime.body_group], "head": RULES[rule][1](curve)}
+                    lrs = {regime.body_group: r["trained_lrs"][regime.body_group], "head": read(curve)}
                     todo.append({"kind": "split_confirm", "rule": rule, "lr": lrs, "seed": r["seed"]})
         elif kind == "probe":
             from score_suggestions import suggestion_of
@@ -158,7 +165,13 @@ def run(record: dict, regime_name: str) -> dict:
     regime = REGIMES[regime_name]
     start = time.perf_counter()
     if record["kind"] == "auto":  # groups="auto" as a user runs it, then training at its per-group suggestions
-        result = common.sweep(regime, record["seed"], **record["options"])
+        options = dict(record["options"])
+        head_phase = options.pop("head_phase", "alone")
+        split_range_test.__kwdefaults__["head_phase"] = head_phase  # a split_range_test option that range_test does not take
+        try:
+            result = common.sweep(regime, record["seed"], **options)
+        finally:
+            split_range_test.__kwdefaults__["head_phase"] = "alone"
         lrs = {g: result["suggestions"][g]["trough"] for g in (regime.body_group, "head")}
         trained = common.train(regime, lrs, record["seed"])
         trained.pop("losses")
@@ -201,7 +214,18 @@ def main(argv: list[str] | None = None) -> int:
         "--kinds",
         nargs="+",
         default=["sweep", "grid"],
-        choices=["sweep", "sweep3", "grid", "confirm", "pairs", "auto", "split", "split_confirm", "probe"],
+        choices=[
+            "sweep",
+            "sweep3",
+            "grid",
+            "confirm",
+            "pairs",
+            "auto",
+            "split",
+            "split_beside",
+            "split_confirm",
+            "probe",
+        ],
     )
     parser.add_argument("--rule", default=None, help="the rule whose suggestions `confirm` trains at")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do, and stop")

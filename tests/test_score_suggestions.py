@@ -155,3 +155,11 @@ def test_confirmed_reads_the_seeds_trials_as_the_library_does_at_seeds_with_ever
     ]
     assert scores["confirmed (lowest trial)"]["suggestions"] == [trough[0], 0.5 * trough[1]]  # a tie: the lower
     assert scores["confirmed (eval loss)"]["suggestions"] == [0.5 * trough[0], 2.0 * trough[1]]
+
+
+def test_factor_range_keeps_every_bottom_over_its_factor_inside_the_window():
+    low, high = S.factor_range([1.0, 2.0], (0.01, 0.1))
+    assert (low, high) == pytest.approx((20.0, 100.0))  # 2 / 20 = 0.1 (top edge), 1 / 100 = 0.01 (bottom edge)
+    for f in (low, 30.0, high):
+        assert all(0.01 - 1e-12 <= b / f <= 0.1 + 1e-12 for b in (1.0, 2.0))
+    assert S.factor_range([1.0, 200.0], (0.01, 0.1))[0] > S.factor_range([1.0, 200.0], (0.01, 0.1))[1]  # none fits

@@ -266,7 +266,7 @@ def test_callback_train_with_groups_trains_each_group_at_its_suggestion(tmp_path
     trainer.train()
     expected = {g: finder.result.suggestion(group=g) for g in ("head", "body")}  # each group's default rule
     assert expected == {
-        "head": finder.result.suggestions["head"]["minimum"],
+        "head": finder.result.suggestions["head"]["probe"],
         "body": finder.result.suggestions["body"]["trough"],
     }
     assert seen and all(s == expected for s in seen)  # the schedule's peak per group
