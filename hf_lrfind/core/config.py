@@ -59,7 +59,7 @@ class LRFinderConfig:
             Points dropped from the start of the curve before suggesting; defaults to `num_steps // 10` as in fastai.
         skip_end (`int`, *optional*, defaults to 5):
             Points dropped from the end of the curve before suggesting (fastai's 5); 0 keeps them all.
-        suggest (`str`, callable, or a sequence of them, *optional*, defaults to all five rules):
+        suggest (`str`, callable, or a sequence of them, *optional*, defaults to `trough` and fastai's four):
             Suggestion rules to run: names from `hf_lrfind.SUGGESTERS` or callables `(lrs, losses) -> float`.
             The first is the default suggestion (`"trough"`, hf_lrfind's rule; the others are fastai's).
         snapshot (`str`, *optional*, defaults to `"cpu"`):
