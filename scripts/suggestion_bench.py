@@ -130,11 +130,11 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
             options = {"groups": "auto", "strategy": "split", "head_phase": "beside"}
             todo += [{"kind": "auto", "seed": s, "options": options} for s in GRID_SEEDS]
         elif kind == "split_confirm":  # the split runs' body rate with the head read by another rule
-            from score_suggestions import RULES, _fastai
+            from score_suggestions import RULES, _fastai, _strategy
 
             read = RULES[rule][1] if rule in RULES else _fastai(rule)  # a library rule not scored on one group
             for r in records(regime_name):
-                if r["kind"] == "auto" and r["options"].get("strategy") == "split" and "head_phase" not in r["options"]:
+                if _strategy(r) == "split":  # the head swept alone, not the head_phase="beside" runs
                     curve = {"lrs": r["curves"]["head"]["lrs"], "losses": r["curves"]["head"]["losses"]}
                     lrs = {regime.body_group: r["trained_lrs"][regime.body_group], "head": read(curve)}
                     todo.append({"kind": "split_confirm", "rule": rule, "lr": lrs, "seed": r["seed"]})
@@ -167,7 +167,8 @@ def run(record: dict, regime_name: str) -> dict:
     if record["kind"] == "auto":  # groups="auto" as a user runs it, then training at its per-group suggestions
         options = dict(record["options"])
         head_phase = options.pop("head_phase", "alone")
-        split_range_test.__kwdefaults__["head_phase"] = head_phase  # a split_range_test option that range_test does not take
+        # head_phase is an option of split_range_test that range_test does not take: set for this run only
+        split_range_test.__kwdefaults__["head_phase"] = head_phase
         try:
             result = common.sweep(regime, record["seed"], **options)
         finally:

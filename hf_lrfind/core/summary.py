@@ -110,9 +110,12 @@ def summarize(result: LRFinderResult, method: str | None = None, *, table: bool 
         if body:
             lines.append(f"  every group at one rate, read for {', '.join(body)}: {_sweeps(result, body[0])}")
         held = meta.get("held_lrs")
-        rest = ", ".join(f"{g} at {lr:.2e}" for g, lr in held.items()) if held else ""
-        beside = f"swept beside the rest training at its suggestion ({rest})" if held else "alone, the rest held still"
-        lines.extend(f"  {g} {beside}: {_sweeps(result, g)}" for g in heads)
+        if held:
+            rest = ", ".join(f"{g} at {lr:.2e}" for g, lr in held.items())
+            how = f"swept beside the rest training at its suggestion ({rest})"
+        else:
+            how = "alone, the rest held still"
+        lines.extend(f"  {g} {how}: {_sweeps(result, g)}" for g in heads)
     else:
         lines.append(f"  {_sweeps(result, result.groups[0])}")
     if meta.get("confirmation"):
