@@ -427,14 +427,20 @@ def _has_split(regime: str) -> bool:
 
 
 BESIDE = "split (head swept beside the body)"
+HELD = "split (body swept beside the held head)"
 
 
 def _strategy(record: dict) -> str | None:
-    """The strategy of a `groups="auto"` run; `BESIDE` for the split runs whose head was swept beside the body."""
+    """The strategy of a `groups="auto"` run; `BESIDE` for the split runs whose head was swept beside the body, `HELD`
+    for those whose body was swept with the head held at its suggestion."""
     if record["kind"] != "auto":
         return None
     options = record["options"]
-    return BESIDE if options.get("head_phase") == "beside" else options.get("strategy", "sequential")
+    if options.get("head_phase") == "beside":
+        return BESIDE
+    if options.get("body_phase") == "held":
+        return HELD
+    return options.get("strategy", "sequential")
 
 
 def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
@@ -462,6 +468,7 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
     variants = {"sequential": [r for r in records if _strategy(r) == "sequential"]}
     for split in ("split", BESIDE):
         variants[f"{split}, head by trough"] = [r for r in records if _strategy(r) == split]
+    variants[f"{HELD}, head by probe"] = [r for r in records if _strategy(r) == HELD]  # trained at its default rules
     for r in records:  # the split runs' body rate, the head read with another rule from their cached head curves
         if r["kind"] == "split_confirm":
             row = {**r, "trained_lrs": r["lr"], "cost_steps": cost["split", r["seed"]]}
@@ -560,7 +567,11 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
         records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
         body = REGIMES[regime].body_group
         runs = sorted((r for r in records if _strategy(r) == strategy and "curves" in r), key=lambda r: r["seed"])
-        head_rule = {r["seed"]: r["lr"]["head"] for r in records if r["kind"] == "split_confirm" and r["rule"] == "probe"}
+        head_rule = {  # the split runs trained their head at trough: mark probe's rate, read by split_confirm
+            r["seed"]: r["lr"]["head"]
+            for r in records
+            if strategy == "split" and r["kind"] == "split_confirm" and r["rule"] == "probe"
+        }
         grid = pair_grid(records, body)
         for ax, group in zip(row, (body, "head")):
             lows = []
@@ -620,6 +631,69 @@ def sensitivity(regimes: Sequence[str], factors=(2.0, 2.5, 3.0, 4.0, 5.0), half_
     return "\n".join(lines)
 
 
+def _bottom_rule(kind: str, width: float) -> Rule:
+    """
+    A body rule tried against `trough` for broad, noisy bottoms, a third of the rate at the bottom as `trough`, the
+    bottom found otherwise. `"centre"`: the geometric middle of the rates around the centred mean's lowest point whose
+    centred mean stays within `width` of the way from that point back up to the curve's start. `"parabola"`: the vertex
+    of the least-squares parabola (raw loss against log10 lr) over `width` decades each side of that point, kept
+    inside them.
+    """
+    from hf_lrfind.core.suggest import TROUGH_FACTOR, centered_mean, finite_length
+
+    def rule(record: dict) -> float:
+        lrs, raw = (np.asarray(x, dtype=float) for x in _prepared(record, smoothed=False))
+        end = finite_length(raw)
+        x, raw = np.log10(lrs[:end]), raw[:end]
+        s = centered_mean(raw, 2)
+        i = int(np.argmin(s))
+        if kind == "centre":
+            limit = s[i] + width * (np.median(s[:5]) - s[i])
+            a, b = i, i
+            while a > 0 and s[a - 1] <= limit:
+                a -= 1
+            while b < len(s) - 1 and s[b + 1] <= limit:
+                b += 1
+            bottom = (x[a] + x[b]) / 2
+        else:
+            near = np.abs(x - x[i]) <= width
+            c2, c1, _ = np.polyfit(x[near], raw[near], 2)
+            bottom = float(np.clip(-c1 / (2 * c2), x[near].min(), x[near].max())) if c2 > 0 else x[i]
+        return 10**bottom / TROUGH_FACTOR
+
+    return rule
+
+
+def body_rules(split_regimes: Sequence[str], all_regimes: Sequence[str]) -> str:
+    """
+    Markdown: `trough` and the `_bottom_rule` variants on the body (or adapter) curves of the split runs, against the
+    regime's single-rate window (seeds in it, spread), and on every regime's one-group 3-sweep curves.
+    """
+    from suggestbench.regimes import REGIMES
+
+    variants = {"trough": _trough()}
+    variants.update({f"centre, within {q:g}": _bottom_rule("centre", q) for q in (0.05, 0.1, 0.2)})
+    variants.update({f"parabola, +-{h:g} decade": _bottom_rule("parabola", h) for h in (0.5, 0.75, 1.0)})
+    loaded = {r: load(os.path.join(DATA_DIR, f"{r}.jsonl")) for r in all_regimes}
+    windows = {r: top_window([x for x in recs if x["kind"] == "grid"])["window"] for r, recs in loaded.items()}
+    head = "| body rule | " + " | ".join(f"{r}: in window, spread" for r in split_regimes)
+    lines = [head + " | one group, 3 sweeps: in window |", "|---" * (len(split_regimes) + 2) + "|"]
+    for name, rule in variants.items():
+        cells = []
+        for regime in split_regimes:
+            body, (lo, hi) = REGIMES[regime].body_group, windows[regime]
+            runs = sorted((r for r in loaded[regime] if _strategy(r) == "split"), key=lambda r: r["seed"])
+            values = [rule({**r["curves"][body], "sweep_losses": r["sweep_losses"][body]}) for r in runs]
+            cells.append(f"{sum(lo <= v <= hi for v in values)}/{len(values)}, {max(values) / min(values):.2f}x")
+        hits = seeds = 0
+        for regime, recs in loaded.items():
+            lo, hi = windows[regime]
+            values = [rule(r) for r in sweeps_of(recs, THREE)]
+            hits, seeds = hits + sum(lo <= v <= hi for v in values), seeds + len(values)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {hits}/{seeds} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regimes", nargs="+", default=None)
@@ -631,6 +705,12 @@ def main(argv: list[str] | None = None) -> int:
         "--sensitivity", action="store_true", help="also print trough's seeds in window for other settings"
     )
     parser.add_argument("--phase-plot", default=None, help="also draw the split strategy's phase curves to this PNG")
+    parser.add_argument(
+        "--body-rules", action="store_true", help="also print other readings of the split runs' body curves"
+    )
+    parser.add_argument(
+        "--held-phase-plot", default=None, help="also draw the phase curves of body_phase='held' to this PNG"
+    )
     args = parser.parse_args(argv)
     regimes = args.regimes or sorted(f[:-6] for f in os.listdir(DATA_DIR) if f.endswith(".jsonl"))
     scores = {}
@@ -678,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
 
             body = REGIMES[regime].body_group
             print(f"\n{regime}, groups='auto':\n" + groups_auto(records, REGIMES[regime].steps, body))
-            for strategy in ("sequential", "split", BESIDE):
+            for strategy in ("sequential", "split", BESIDE, HELD):
                 if any(_strategy(r) == strategy and "curves" in r for r in records):
                     print(
                         f"\n{regime}, rules on the head curves of {strategy}:\n" + head_rules(records, strategy, body)
@@ -687,6 +767,13 @@ def main(argv: list[str] | None = None) -> int:
     if split_regimes:
         print("\nhead curves of the split runs, and the factors below their bottom that land in the head window:")
         print(head_factors(split_regimes))
+    if args.body_rules and split_regimes:
+        print("\nthe split runs' body curves read by other rules, against the single-rate window:")
+        print(
+            body_rules(
+                split_regimes, [r for r in regimes if any(sweeps_of(load(os.path.join(DATA_DIR, f"{r}.jsonl")), THREE))]
+            )
+        )
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write("\n\n".join(f"### {regime}\n\n{markdown(regime, r)}" for regime, r in scores.items()) + "\n")
@@ -694,6 +781,9 @@ def main(argv: list[str] | None = None) -> int:
         plot(scores, args.plot)
     if args.phase_plot:
         phase_plot(split_regimes, args.phase_plot)
+    if args.held_phase_plot:
+        held = [r for r in regimes if any(_strategy(x) == HELD for x in load(os.path.join(DATA_DIR, f"{r}.jsonl")))]
+        phase_plot(held, args.held_phase_plot, strategy=HELD)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(scores, f, indent=1)

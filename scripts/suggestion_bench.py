@@ -13,7 +13,9 @@ range test: 3 sweeps averaged, 5 seeds), `grid` (every grid rate at 3 seeds), `c
 suggestion of the cached sweeps of the grid's seeds), `pairs` (the regime's (body, head) peak-rate pairs at 3 seeds),
 `auto` (`groups="auto"` with the sequential strategy at the grid's seeds, trained at its per-group `trough`
 suggestions), `split` (the same with `strategy="split"`, at the 5 sweep seeds), `split_beside` (the split strategy
-with the body trained at its suggestion during the head's sweep, `head_phase="beside"`), `split_confirm` (train at the
+with the body trained at its suggestion during the head's sweep, `head_phase="beside"`), `split_held` (the head swept
+first, then the body with the head held at its `probe` suggestion, `body_phase="held"`, 5 seeds, trained at the
+groups' default rules), `split_confirm` (train at the
 split runs' body rate and the `--rule` suggestion read on their cached head curves), `probe` (the trials of the confirmation phase, `confirm_steps`:
 short trainings of half the budget, the schedule's shape compressed to them, at `PROBE_FACTORS` times each sweep
 seed's `trough` suggestion, on the batches that follow the seed's sweeps, as the library's trials; every step's loss
@@ -129,6 +131,9 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
         elif kind == "split_beside":  # the split strategy with the body at its suggestion during the head sweep
             options = {"groups": "auto", "strategy": "split", "head_phase": "beside"}
             todo += [{"kind": "auto", "seed": s, "options": options} for s in GRID_SEEDS]
+        elif kind == "split_held":  # the head first, then the body with the head held at its `probe` rate
+            options = {"groups": "auto", "strategy": "split", "body_phase": "held"}
+            todo += [{"kind": "auto", "seed": s, "options": options} for s in SWEEP_SEEDS]
         elif kind == "split_confirm":  # the split runs' body rate with the head read by another rule
             from score_suggestions import RULES, _fastai, _strategy
 
@@ -166,14 +171,17 @@ def run(record: dict, regime_name: str) -> dict:
     start = time.perf_counter()
     if record["kind"] == "auto":  # groups="auto" as a user runs it, then training at its per-group suggestions
         options = dict(record["options"])
-        head_phase = options.pop("head_phase", "alone")
-        # head_phase is an option of split_range_test that range_test does not take: set for this run only
-        split_range_test.__kwdefaults__["head_phase"] = head_phase
+        # the phases are options of split_range_test that range_test does not take: set for this run only
+        phases = {k: options.pop(k) for k in ("head_phase", "body_phase") if k in options}
+        defaults = dict(split_range_test.__kwdefaults__)
+        split_range_test.__kwdefaults__.update(phases)
         try:
             result = common.sweep(regime, record["seed"], **options)
         finally:
-            split_range_test.__kwdefaults__["head_phase"] = "alone"
-        lrs = {g: result["suggestions"][g]["trough"] for g in (regime.body_group, "head")}
+            split_range_test.__kwdefaults__.update(defaults)
+        # trained at trough on both groups, as the runs cached first; body_phase="held" at the groups' default rules
+        rules = result["metadata"]["default_rules"] if "body_phase" in phases else {}
+        lrs = {g: result["suggestions"][g][rules.get(g, "trough")] for g in (regime.body_group, "head")}
         trained = common.train(regime, lrs, record["seed"])
         trained.pop("losses")
         out = {
@@ -224,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
             "auto",
             "split",
             "split_beside",
+            "split_held",
             "split_confirm",
             "probe",
         ],

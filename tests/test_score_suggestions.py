@@ -163,3 +163,23 @@ def test_factor_range_keeps_every_bottom_over_its_factor_inside_the_window():
     for f in (low, 30.0, high):
         assert all(0.01 - 1e-12 <= b / f <= 0.1 + 1e-12 for b in (1.0, 2.0))
     assert S.factor_range([1.0, 200.0], (0.01, 0.1))[0] > S.factor_range([1.0, 200.0], (0.01, 0.1))[1]  # none fits
+
+
+def test_the_bottom_rules_read_a_third_of_the_bottom_of_a_bowl_and_the_middle_of_a_flat_one():
+    bowl = sweep(0, 1e-3, 3)
+    for rule in (S._bottom_rule("centre", 0.1), S._bottom_rule("parabola", 0.5), S._trough()):
+        assert rule(bowl) == pytest.approx(1e-3 / 3, rel=0.1)
+    flat = dict(bowl, losses=np.maximum(1.0, 1.0 + 0.2 * np.abs(np.log10(bowl["lrs"]) + 3) - 0.2).tolist())
+    # flat from 1e-4 to 1e-2: trough reads where the stretch starts (its centred mean's first lowest point), centre
+    # its middle, 1e-3
+    assert 1e-4 / 3 < S._trough()(flat) < 2e-4 / 3
+    assert S._bottom_rule("centre", 0.05)(flat) == pytest.approx(1e-3 / 3, rel=0.1)
+
+
+def test_auto_runs_are_labelled_by_strategy_and_phase():
+    auto = {"kind": "auto", "options": {"groups": "auto", "strategy": "split"}}
+    assert S._strategy(auto) == "split"
+    assert S._strategy({**auto, "options": {**auto["options"], "head_phase": "beside"}}) == S.BESIDE
+    assert S._strategy({**auto, "options": {**auto["options"], "body_phase": "held"}}) == S.HELD
+    assert S._strategy({"kind": "auto", "options": {"groups": "auto"}}) == "sequential"
+    assert S._strategy({"kind": "sweep"}) is None

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 STRATEGIES = ("joint", "split", "sequential")
 HEAD_PHASES = ("alone", "beside")
+BODY_PHASES = ("together", "held")
 
 
 def joint_range_test(
@@ -88,6 +89,7 @@ def split_range_test(
     first: Sequence[str] = ("head",),
     head_method: str = "probe",
     head_phase: str = "alone",
+    body_phase: str = "together",
     scheduler: Any = None,
     scaler: Any = None,
     snapshot: Any = None,
@@ -120,6 +122,9 @@ def split_range_test(
         head_phase (`str`, *optional*, defaults to `"alone"`): `"alone"` holds every other group still during the
             head's sweep; `"beside"` trains them at their own suggestion meanwhile. Measured on the classifier
             fine-tune, the `"beside"` curve reads the body's progress, not the head's rate (docs/suggestions.md).
+        body_phase (`str`, *optional*, defaults to `"together"`): `"together"` sweeps the whole model at one rate for
+            the other groups' curve (phase 1); `"held"` sweeps the head first, then the other groups with the head
+            held at its `head_method` suggestion (same cost). Not with `head_phase="beside"`.
 
     Returns:
         [`LRFinderResult`] with one curve per group, `metadata["strategy"] == "split"` and
@@ -127,11 +132,17 @@ def split_range_test(
 
     Raises:
         ValueError: when the optimizer has no group named in `first`, or nothing else to sweep; an unknown
-            `head_method` or `head_phase`.
+            `head_method`, `head_phase` or `body_phase`, or both phases other than their defaults.
     """
     names, is_first = _head_and_rest(optimizer, config, first, "split")
     if head_phase not in HEAD_PHASES:
         raise ValueError(f"head_phase ({head_phase!r}) must be one of {HEAD_PHASES}.")
+    if body_phase not in BODY_PHASES:
+        raise ValueError(f"body_phase ({body_phase!r}) must be one of {BODY_PHASES}.")
+    if head_phase == "beside" and body_phase == "held":
+        raise ValueError(
+            "head_phase='beside' sweeps the head after the body and body_phase='held' before it: choose one."
+        )
     rules = resolve_suggesters(config.suggest)
     added = head_method not in rules
     if added:  # the head's rule is run even when `suggest` does not name it, and shown for the head only
@@ -147,10 +158,19 @@ def split_range_test(
     joint_sweeps = max(1, config.num_sweeps - 1)
     runs, held = [], {}
     try:
+        if body_phase == "held":  # the head first, then the rest with the head at its suggestion
+            head_curve = sweep(
+                step_fn, optimizer, config, progress=progress, description="LR range test (head)", bounds=alone
+            )
+            heads = {n: head_curve for n, f in zip(names, is_first) if f}
+            head_result = build_result(heads, config, log_warnings=False)
+            held = {n: _first_suggestion(head_result.suggestions[n], head_method, n) for n in heads}
+            together = [(held[n], held[n]) if f else b for b, f, n in zip(together, is_first, names)]
+            restart(snapshot)
         for i in range(joint_sweeps):
             if i:
                 restart(snapshot)
-            description = f"LR range test (all groups, {i + 1}/{joint_sweeps})"
+            description = f"LR range test ({'body' if held else 'all groups'}, {i + 1}/{joint_sweeps})"
             runs.append(sweep(step_fn, optimizer, config, progress=progress, description=description, bounds=together))
         body_curve = average_sweeps(runs, config.beta)
         if head_phase == "beside":  # the rest trains at its own suggestion while the head is swept
@@ -158,16 +178,23 @@ def split_range_test(
             rest_result = build_result(rest, config, log_warnings=False)
             held = {n: _first_suggestion(rest_result.suggestions[n], next(iter(rules)), n) for n in rest}
             alone = [b if f else (held[n], held[n]) for b, f, n in zip(alone, is_first, names)]
-        restart(snapshot)
-        head_curve = sweep(
-            step_fn, optimizer, config, progress=progress, description="LR range test (head)", bounds=alone
-        )
+        if body_phase == "together":
+            restart(snapshot)
+            head_curve = sweep(
+                step_fn, optimizer, config, progress=progress, description="LR range test (head)", bounds=alone
+            )
     finally:
         snapshot.restore()
         snapshot.close()
     curves = {n: (head_curve if n in first else body_curve) for n in dict.fromkeys(names)}
     default_rules = {n: head_method for n in dict.fromkeys(names) if n in first}
-    meta = {"strategy": "split", "default_rules": default_rules, "head_phase": head_phase, **(metadata or {})}
+    meta = {
+        "strategy": "split",
+        "default_rules": default_rules,
+        "head_phase": head_phase,
+        "body_phase": body_phase,
+        **(metadata or {}),
+    }
     if held:
         meta["held_lrs"] = held
     result = build_result(curves, config, meta, log_warnings=log_warnings, optimizer=optimizer)

@@ -107,15 +107,18 @@ def summarize(result: LRFinderResult, method: str | None = None, *, table: bool 
     elif meta.get("strategy") == "split":
         heads = list(meta.get("default_rules", {}))  # the strategy records a rule for each group it swept alone
         body = [g for g in result.groups if g not in heads]
-        if body:
-            lines.append(f"  every group at one rate, read for {', '.join(body)}: {_sweeps(result, body[0])}")
-        held = meta.get("held_lrs")
-        if held:
-            rest = ", ".join(f"{g} at {lr:.2e}" for g, lr in held.items())
-            how = f"swept beside the rest training at its suggestion ({rest})"
+        held = ", ".join(f"{g} at {lr:.2e}" for g, lr in meta.get("held_lrs", {}).items())
+        if meta.get("body_phase") == "held":
+            lines.extend(f"  {g} alone, the rest held still: {_sweeps(result, g)}" for g in heads)
+            if body:
+                lines.append(
+                    f"  {', '.join(body)} with the head held at its suggestion ({held}): {_sweeps(result, body[0])}"
+                )
         else:
-            how = "alone, the rest held still"
-        lines.extend(f"  {g} {how}: {_sweeps(result, g)}" for g in heads)
+            if body:
+                lines.append(f"  every group at one rate, read for {', '.join(body)}: {_sweeps(result, body[0])}")
+            how = f"swept beside the rest training at its suggestion ({held})" if held else "alone, the rest held still"
+            lines.extend(f"  {g} {how}: {_sweeps(result, g)}" for g in heads)
     else:
         lines.append(f"  {_sweeps(result, result.groups[0])}")
     if meta.get("confirmation"):
