@@ -589,7 +589,8 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
                 ax.axvline(grid["best"][0], color="k", lw=1, label=f"best pair's {body} lr")
             ax.set_xscale("log")
             rule = "probe" if group == "head" else "trough"
-            ax.set_title(f"{regime}: {group} curve ({strategy}); dotted: {rule}", fontsize="medium")
+            shown = "held" if strategy == HELD else strategy
+            ax.set_title(f"{regime}: {group} curve ({shown}); dotted: {rule}", fontsize="medium")
             ax.set_xlabel("learning rate")
             ax.set_ylabel("raw loss (mean of sweeps)")
             ax.legend(fontsize="x-small")
