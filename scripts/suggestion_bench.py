@@ -15,11 +15,10 @@ suggestion of the cached sweeps of the grid's seeds), `pairs` (the regime's (bod
 suggestions), `split` (the same with `strategy="split"`, at the 5 sweep seeds), `split_beside` (the split strategy
 with the body trained at its suggestion during the head's sweep, `head_phase="beside"`), `split_held` (the head swept
 first, then the body with the head held at its `probe` suggestion, `body_phase="held"`, 5 seeds, trained at the
-groups' default rules), `split_confirm` (train at the
-split runs' body rate and the `--rule` suggestion read on their cached head curves), `probe` (the trials of the confirmation phase, `confirm_steps`:
-short trainings of half the budget, the schedule's shape compressed to them, at `PROBE_FACTORS` times each sweep
-seed's `trough` suggestion, on the batches that follow the seed's sweeps, as the library's trials; every step's loss
-kept).
+groups' default rules), `split_confirm` (train at the split runs' body rate and the `--rule` suggestion read on their
+cached head curves), `probe` (the trials of the confirmation phase, `confirm_steps`: short trainings of half the
+budget, the schedule's shape compressed to them, at `PROBE_FACTORS` times each sweep seed's `trough` suggestion, on the
+batches that follow the seed's sweeps, as the library's trials; every step's loss kept).
 """
 
 from __future__ import annotations

@@ -250,7 +250,8 @@ def test_the_progress_bar_shows_the_swept_groups_lr(monkeypatch):
     assert shown == [f"{lr:.2e}" for lr in (head_sweep[9], head_sweep[19], body_sweep[9], body_sweep[19])]
 
 
-def test_split_beside_sweeps_the_head_with_the_rest_training_at_its_suggestion_and_restores():
+def _split_restored(**phases):
+    """A 3-sweep, 30-step split run on a warmed two-group model, checked to restore it: its result and every step's lrs."""
     model = tiny_model()
     opt = two_group_optimizer(model, ratio=0.1, names=["body", "head"])
     warm, _ = make_step(model, opt, seed=3)
@@ -258,35 +259,33 @@ def test_split_beside_sweeps_the_head_with_the_rest_training_at_its_suggestion_a
     before = state_of(model, opt)
     step, calls = make_step(model, opt)
     config = LRFinderConfig(num_steps=30, end_lr=1.0, diverge_threshold=None, num_sweeps=3)
-    result = split_range_test(step, model, opt, config, head_phase="beside", progress=False)
+    result = split_range_test(step, model, opt, config, progress=False, **phases)
+    assert_same_state(before, state_of(model, opt))
+    return result, calls
+
+
+SWEEP_30 = [1e-7 * (1.0 / 1e-7) ** (i / 30) for i in range(30)]
+
+
+def test_split_beside_sweeps_the_head_with_the_rest_training_at_its_suggestion_and_restores():
+    result, calls = _split_restored(head_phase="beside")
     body_lr = result.suggestions["body"]["trough"]  # the body curve is the joint sweeps' mean, as with "alone"
-    sweep = [1e-7 * (1.0 / 1e-7) ** (i / 30) for i in range(30)]
     assert len(calls) == 90
-    assert [c[1] for c in calls[60:]] == pytest.approx(sweep)  # the head swept over the whole range ...
+    assert [c[1] for c in calls[60:]] == pytest.approx(SWEEP_30)  # the head swept over the whole range ...
     assert [c[0] for c in calls[60:]] == [body_lr] * 30  # ... the body training at its suggestion
     assert result.metadata["head_phase"] == "beside" and result.metadata["held_lrs"] == {"body": body_lr}
     assert f"head swept beside the rest training at its suggestion (body at {body_lr:.2e}): 1 sweep" in result.summary()
-    assert_same_state(before, state_of(model, opt))
 
 
 def test_split_held_sweeps_the_head_first_then_the_body_beside_the_head_at_its_rule_and_restores():
-    model = tiny_model()
-    opt = two_group_optimizer(model, ratio=0.1, names=["body", "head"])
-    warm, _ = make_step(model, opt, seed=3)
-    warm()
-    before = state_of(model, opt)
-    step, calls = make_step(model, opt)
-    config = LRFinderConfig(num_steps=30, end_lr=1.0, diverge_threshold=None, num_sweeps=3)
-    result = split_range_test(step, model, opt, config, body_phase="held", progress=False)
+    result, calls = _split_restored(body_phase="held")
     head_lr = result.suggestions["head"]["probe"]  # held at the head's default rule
-    sweep = [1e-7 * (1.0 / 1e-7) ** (i / 30) for i in range(30)]
     assert len(calls) == 90 and result.metadata["cost_steps"] == 90  # the same cost as body_phase="together"
-    assert [c[1] for c in calls[:30]] == pytest.approx(sweep)  # the head swept first ...
+    assert [c[1] for c in calls[:30]] == pytest.approx(SWEEP_30)  # the head swept first ...
     assert [c[0] for c in calls[:30]] == [0.0] * 30  # ... the body held still
     for body_sweep in (calls[30:60], calls[60:]):  # then two body sweeps, averaged ...
-        assert [c[0] for c in body_sweep] == pytest.approx(sweep)
+        assert [c[0] for c in body_sweep] == pytest.approx(SWEEP_30)
         assert [c[1] for c in body_sweep] == [head_lr] * 30  # ... the head training at its suggestion
     assert result.metadata["body_phase"] == "held" and result.metadata["held_lrs"] == {"head": head_lr}
-    assert result.lrs["body"] == pytest.approx(sweep) and result.losses["head"] != result.losses["body"]
+    assert result.lrs["body"] == pytest.approx(SWEEP_30) and result.losses["head"] != result.losses["body"]
     assert f"body with the head held at its suggestion (head at {head_lr:.2e}): 2 sweeps" in result.summary()
-    assert_same_state(before, state_of(model, opt))

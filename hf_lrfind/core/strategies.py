@@ -172,7 +172,7 @@ def split_range_test(
         for i in range(joint_sweeps):
             if i:
                 restart(snapshot)
-            description = f"LR range test ({'body' if held else 'all groups'}, {i + 1}/{joint_sweeps})"
+            description = f"LR range test ({'body' if body_phase == 'held' else 'all groups'}, {i + 1}/{joint_sweeps})"
             runs.append(sweep(step_fn, optimizer, config, progress=progress, description=description, bounds=together))
         body_curve = average_sweeps(runs, config.beta)
         if head_phase == "beside":  # the rest trains at its own suggestion while the head is swept
