@@ -675,7 +675,7 @@ def body_rules(split_regimes: Sequence[str], all_regimes: Sequence[str]) -> str:
     variants = {"trough": _trough()}
     variants.update({f"centre, within {q:g}": _bottom_rule("centre", q) for q in (0.05, 0.1, 0.2)})
     variants.update({f"parabola, +-{h:g} decade": _bottom_rule("parabola", h) for h in (0.5, 0.75, 1.0)})
-    loaded = {r: load(os.path.join(DATA_DIR, f"{r}.jsonl")) for r in all_regimes}
+    loaded = {r: load(os.path.join(DATA_DIR, f"{r}.jsonl")) for r in dict.fromkeys([*split_regimes, *all_regimes])}
     windows = {r: top_window([x for x in recs if x["kind"] == "grid"])["window"] for r, recs in loaded.items()}
     head = "| body rule | " + " | ".join(f"{r}: in window, spread" for r in split_regimes)
     lines = [head + " | one group, 3 sweeps: in window |", "|---" * (len(split_regimes) + 2) + "|"]
@@ -687,9 +687,9 @@ def body_rules(split_regimes: Sequence[str], all_regimes: Sequence[str]) -> str:
             values = [rule({**r["curves"][body], "sweep_losses": r["sweep_losses"][body]}) for r in runs]
             cells.append(f"{sum(lo <= v <= hi for v in values)}/{len(values)}, {max(values) / min(values):.2f}x")
         hits = seeds = 0
-        for regime, recs in loaded.items():
+        for regime in all_regimes:
             lo, hi = windows[regime]
-            values = [rule(r) for r in sweeps_of(recs, THREE)]
+            values = [rule(r) for r in sweeps_of(loaded[regime], THREE)]
             hits, seeds = hits + sum(lo <= v <= hi for v in values), seeds + len(values)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {hits}/{seeds} |")
     return "\n".join(lines)
