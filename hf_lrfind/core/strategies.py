@@ -53,6 +53,18 @@ def _first_suggestion(suggestions: Mapping[str, float | None], method: str, grou
     )
 
 
+def _held_rates(curve: Any, groups: Sequence[str], config: LRFinderConfig, method: str) -> dict[str, float]:
+    """Each of `groups`' `method` suggestion on `curve`, the rate a later phase holds it at (the curve's warnings are
+    left to the final result)."""
+    result = build_result({n: curve for n in groups}, config, log_warnings=False)
+    return {n: _first_suggestion(result.suggestions[n], method, n) for n in groups}
+
+
+def _hold(bounds: Sequence[tuple[float, float]], names: Sequence[str], rates: Mapping[str, float]):
+    """`bounds` with each group named in `rates` held at its rate."""
+    return [(rates[n], rates[n]) if n in rates else b for b, n in zip(bounds, names)]
+
+
 def _head_and_rest(
     optimizer: torch.optim.Optimizer, config: LRFinderConfig, first: Sequence[str], strategy: str
 ) -> tuple[list[str], list[bool]]:
@@ -164,10 +176,8 @@ def split_range_test(
             head_curve = sweep(
                 step_fn, optimizer, config, progress=progress, description="LR range test (head)", bounds=alone
             )
-            heads = {n: head_curve for n, f in zip(names, is_first) if f}
-            head_result = build_result(heads, config, log_warnings=False)
-            held = {n: _first_suggestion(head_result.suggestions[n], head_method, n) for n in heads}
-            together = [(held[n], held[n]) if f else b for b, f, n in zip(together, is_first, names)]
+            held = _held_rates(head_curve, [n for n, f in zip(names, is_first) if f], config, head_method)
+            together = _hold(together, names, held)
             restart(snapshot)
         for i in range(joint_sweeps):
             if i:
@@ -176,10 +186,8 @@ def split_range_test(
             runs.append(sweep(step_fn, optimizer, config, progress=progress, description=description, bounds=together))
         body_curve = average_sweeps(runs, config.beta)
         if head_phase == "beside":  # the rest trains at its own suggestion while the head is swept
-            rest = {n: body_curve for n, f in zip(names, is_first) if not f}
-            rest_result = build_result(rest, config, log_warnings=False)
-            held = {n: _first_suggestion(rest_result.suggestions[n], next(iter(rules)), n) for n in rest}
-            alone = [b if f else (held[n], held[n]) for b, f, n in zip(alone, is_first, names)]
+            held = _held_rates(body_curve, [n for n, f in zip(names, is_first) if not f], config, next(iter(rules)))
+            alone = _hold(alone, names, held)
         if body_phase == "together":
             restart(snapshot)
             head_curve = sweep(
