@@ -67,6 +67,35 @@ def test_sequential_needs_a_head_and_a_body():
     assert calls == []
 
 
+def never(lrs, losses):
+    return None
+
+
+def test_sequential_holds_the_head_at_the_next_rule_when_its_rule_gives_none_and_names_the_group(caplog):
+    model = tiny_model()
+    opt = two_group_optimizer(model, ratio=1.0, names=["body", "classifier"])
+    step, _ = make_step(model, opt)
+    config = LRFinderConfig(num_steps=30, end_lr=1.0, diverge_threshold=None, suggest=(never, "minimum"))
+    with caplog.at_level("WARNING", logger="hf_lrfind"):
+        result = sequential_range_test(
+            step, model, opt, config, first=("classifier",), method="never", warmup_steps=2, progress=False
+        )
+    assert result.suggestions["classifier"]["never"] is None
+    assert result.metadata["head_lr"] == {"classifier": result.suggestions["classifier"]["minimum"]}
+    assert "'never' gave no suggestion for the classifier; holding it at the 'minimum' suggestion" in caplog.text
+
+
+def test_sequential_with_no_rule_for_the_head_raises_and_restores():
+    model = tiny_model()
+    opt = two_group_optimizer(model, ratio=1.0, names=["body", "head"])
+    before = state_of(model, opt)
+    step, _ = make_step(model, opt)
+    config = LRFinderConfig(num_steps=30, end_lr=1.0, diverge_threshold=None, suggest=(never,))
+    with pytest.raises(RuntimeError, match="The head's sweep gave no suggestion at all"):
+        sequential_range_test(step, model, opt, config, warmup_steps=2, progress=False)
+    assert_same_state(before, state_of(model, opt))
+
+
 def test_split_sweeps_everything_at_one_rate_then_the_head_alone_and_restores():
     model = tiny_model()
     opt = two_group_optimizer(model, ratio=0.1, names=["body", "head"])  # the ratio is not read by the joint phase

@@ -39,7 +39,7 @@ def joint_range_test(
     return range_test(step_fn, model, optimizer, config, **kwargs)
 
 
-def _first_suggestion(suggestions: Mapping[str, float | None], method: str, group: str = "head") -> float:
+def _first_suggestion(suggestions: Mapping[str, float | None], method: str, group: str) -> float:
     if suggestions.get(method) is not None:
         return suggestions[method]  # type: ignore[return-value]
     for name, value in suggestions.items():
@@ -281,8 +281,7 @@ def sequential_range_test(
             bounds=_ratio_bounds(config, base, is_first),
         )
         snapshot.restore()
-        head_result = build_result({n: head_curve for n in head_curve.lrs if n in first}, config, log_warnings=False)
-        head_lr = {n: _first_suggestion(head_result.suggestions[n], method) for n in head_result.groups}
+        head_lr = _held_rates(head_curve, [n for n in head_curve.lrs if n in first], config, method)
         held = [(head_lr[n], head_lr[n]) if f else (0.0, 0.0) for n, f in zip(names, is_first)]
         groups = optimizer.param_groups  # `restore` loads the optimizer state dict, which replaces the group dicts
         for group, (lr, _) in zip(groups, held):
