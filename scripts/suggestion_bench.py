@@ -9,7 +9,8 @@ on the same machine, Python and package versions; see docs/suggestions.md).
     python scripts/suggestion_bench.py --kinds confirm --rule valley   # train at a rule's suggestions (3 seeds)
 
 Kinds: `sweep` (one sweep, the range test of the fastai era: `num_sweeps=1`, 5 seeds), `sweep3` (hf_lrfind's default
-range test: 3 sweeps averaged, 5 seeds), `grid` (every grid rate at 3 seeds), `confirm` (train at the `--rule`
+range test: 3 sweeps averaged, 5 seeds), `sweep6` (6 sweeps averaged, 5 seeds: twice the tokens per rate of the
+default, the first three its sweeps again), `grid` (every grid rate at 3 seeds), `confirm` (train at the `--rule`
 suggestion of the cached sweeps of the grid's seeds), `pairs` (the regime's (body, head) peak-rate pairs at 3 seeds),
 `auto` (`groups="auto"` with the sequential strategy at the grid's seeds, trained at its per-group `trough`
 suggestions), `split` (the same with `strategy="split"`, at the 5 sweep seeds), `split_beside` (the split strategy
@@ -113,6 +114,8 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
             todo += [{"kind": "sweep", "seed": s, "options": {"num_sweeps": 1}} for s in SWEEP_SEEDS]
         elif kind == "sweep3":  # hf_lrfind's default: 3 sweeps averaged
             todo += [{"kind": "sweep", "seed": s, "options": {"num_sweeps": 3}} for s in SWEEP_SEEDS]
+        elif kind == "sweep6":  # more tokens per rate: does the masked LM's noisy bottom settle?
+            todo += [{"kind": "sweep", "seed": s, "options": {"num_sweeps": 6}} for s in SWEEP_SEEDS]
         elif kind == "grid":
             todo += [{"kind": "grid", "lr": lr, "seed": s} for lr in grid_rates(regime) for s in GRID_SEEDS]
         elif kind == "pairs":
@@ -225,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=[
             "sweep",
             "sweep3",
+            "sweep6",
             "grid",
             "confirm",
             "pairs",
