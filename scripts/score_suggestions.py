@@ -695,6 +695,31 @@ def body_rules(split_regimes: Sequence[str], all_regimes: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def sweep_counts(regime: str, most: int) -> str:
+    """
+    Markdown: `trough` on the mean of the first k sweeps of each seed's `most`-sweep record, k = 1 .. `most` (k sweeps
+    hold k times the tokens per rate of one): seeds in the regime's window, spread, suggestions.
+    """
+    records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
+    lo, hi = top_window([r for r in records if r["kind"] == "grid"])["window"]
+    runs = sorted(
+        (r for r in records if r["kind"] == "sweep" and r.get("options") == {"num_sweeps": most}),
+        key=lambda r: r["seed"],
+    )
+    if not runs:
+        raise ValueError(f"{regime} has no {most}-sweep records: run scripts/suggestion_bench.py --kinds sweep{most}")
+    lines = [
+        f"| sweeps averaged | {regime}: in window | spread | seeds {', '.join(str(r['seed']) for r in runs)} |",
+        "|---|---|---|---|",
+    ]
+    for k in range(1, most + 1):
+        values = [_trough()({**r, "sweep_losses": r["sweep_losses"][:k]}) for r in runs]
+        cells = ", ".join(f"{v:.2e}" for v in values)
+        hits = sum(lo <= v <= hi for v in values)
+        lines.append(f"| {k} | {hits}/{len(values)} | {max(values) / min(values):.2f}x | {cells} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regimes", nargs="+", default=None)
@@ -711,6 +736,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--held-phase-plot", default=None, help="also draw the phase curves of body_phase='held' to this PNG"
+    )
+    parser.add_argument(
+        "--sweep-counts",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also print trough on the mean of 1 .. N sweeps, from the regimes' N-sweep records",
     )
     args = parser.parse_args(argv)
     regimes = args.regimes or sorted(f[:-6] for f in os.listdir(DATA_DIR) if f.endswith(".jsonl"))
@@ -775,6 +807,15 @@ def main(argv: list[str] | None = None) -> int:
                 split_regimes, [r for r in regimes if any(sweeps_of(load(os.path.join(DATA_DIR, f"{r}.jsonl")), THREE))]
             )
         )
+    if args.sweep_counts:
+        key = {"num_sweeps": args.sweep_counts}
+        for regime in regimes:
+            if any(
+                r["kind"] == "sweep" and r.get("options") == key
+                for r in load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
+            ):
+                print(f"\n{regime}: trough on the mean of the first k of {args.sweep_counts} sweeps:")
+                print(sweep_counts(regime, args.sweep_counts))
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write("\n\n".join(f"### {regime}\n\n{markdown(regime, r)}" for regime, r in scores.items()) + "\n")

@@ -1,5 +1,6 @@
 """The suggestion benchmark's scoring (scripts/score_suggestions.py) on a small hand-made cache with known answers."""
 
+import json
 import math
 import os
 import sys
@@ -183,3 +184,26 @@ def test_auto_runs_are_labelled_by_strategy_and_phase():
     assert S._strategy({**auto, "options": {**auto["options"], "body_phase": "held"}}) == S.HELD
     assert S._strategy({"kind": "auto", "options": {"groups": "auto"}}) == "sequential"
     assert S._strategy({"kind": "sweep"}) is None
+
+
+def test_sweep_counts_read_trough_on_the_mean_of_the_first_k_sweeps(tmp_path, monkeypatch):
+    records = grid({1e-4: 2.0, 1e-3: 1.0, 1e-2: 1.1, 1e-1: 2.2})
+    for seed in (0, 1):
+        record = sweep(seed, 1e-2, 2)
+        x = np.log10(record["lrs"])
+        shallow = 1.0 + 0.2 * np.abs(x + 1)  # the first sweep bottoms at 1e-1 ...
+        deep = 1.0 + 2.0 * np.abs(x + 2)  # ... the second, much deeper, at 1e-2: their mean bottoms there
+        record["sweep_losses"] = [shallow.tolist(), deep.tolist()]
+        records.append(record)
+    records.append(sweep(0, 1e-3, 3))  # another count's record is not read
+    (tmp_path / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    monkeypatch.setattr(S, "DATA_DIR", str(tmp_path))
+    header, _, one, two = (
+        [c.strip() for c in row.strip("|").split("|")] for row in S.sweep_counts("toy", 2).splitlines()
+    )
+    assert header == ["sweeps averaged", "toy: in window", "spread", "seeds 0, 1"]
+    assert one[:3] == ["1", "0/2", "1.00x"] and two[:3] == ["2", "2/2", "1.00x"]  # the window: 6.3e-4 .. 1.2e-2
+    assert [float(v) for v in one[3].split(", ")] == pytest.approx([1e-1 / 3] * 2, rel=0.1)
+    assert [float(v) for v in two[3].split(", ")] == pytest.approx([1e-2 / 3] * 2, rel=0.1)
+    with pytest.raises(ValueError, match="--kinds sweep5"):
+        S.sweep_counts("toy", 5)
