@@ -720,6 +720,28 @@ def sweep_counts(regime: str, most: int) -> str:
     return "\n".join(lines)
 
 
+def swaps(regime: str) -> str:
+    """
+    Markdown: `trough` on the 3-sweep records that ran one seed's model on another seed's batches (`data_seed`), beside
+    the two seeds' own: whether a seed's reading follows its model (a new head's init, dropout) or its batches.
+    """
+    records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
+    runs = {
+        (r["seed"], r["options"].get("data_seed", r["seed"])): r
+        for r in records
+        if r["kind"] == "sweep"
+        and r["options"].get("num_sweeps") == 3
+        and set(r["options"]) <= {"num_sweeps", "data_seed"}
+    }
+    seeds = sorted({s for pair in runs for s in pair if pair[0] != pair[1]})
+    lines = ["| model of seed | batches of seed | trough (3 sweeps) |", "|---|---|---|"]
+    for model in seeds:
+        for data in seeds:
+            if (model, data) in runs:
+                lines.append(f"| {model} | {data} | {_trough()(runs[model, data]):.2e} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--regimes", nargs="+", default=None)
@@ -736,6 +758,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--held-phase-plot", default=None, help="also draw the phase curves of body_phase='held' to this PNG"
+    )
+    parser.add_argument(
+        "--swaps", action="store_true", help="also print trough on one seed's model swept on another seed's batches"
     )
     parser.add_argument(
         "--sweep-counts",
@@ -816,6 +841,10 @@ def main(argv: list[str] | None = None) -> int:
             ):
                 print(f"\n{regime}: trough on the mean of the first k of {args.sweep_counts} sweeps:")
                 print(sweep_counts(regime, args.sweep_counts))
+    for regime in regimes if args.swaps else ():
+        if any("data_seed" in (r.get("options") or {}) for r in load(os.path.join(DATA_DIR, f"{regime}.jsonl"))):
+            print(f"\n{regime}: one seed's model on another seed's batches:")
+            print(swaps(regime))
     if args.markdown:
         with open(args.markdown, "w", encoding="utf-8") as f:
             f.write("\n\n".join(f"### {regime}\n\n{markdown(regime, r)}" for regime, r in scores.items()) + "\n")

@@ -10,8 +10,9 @@ on the same machine, Python and package versions; see docs/suggestions.md).
 
 Kinds: `sweep` (one sweep, the range test of the fastai era: `num_sweeps=1`, 5 seeds), `sweep3` (hf_lrfind's default
 range test: 3 sweeps averaged, 5 seeds), `sweep6` (6 sweeps averaged, 5 seeds: twice the tokens per rate of the
-default, the first three its sweeps again), `grid` (every grid rate at 3 seeds), `confirm` (train at the `--rule`
-suggestion of the cached sweeps of the grid's seeds), `pairs` (the regime's (body, head) peak-rate pairs at 3 seeds),
+default, the first three its sweeps again), `sweep_swap` (3 sweeps of seed 2's model on seed 0's batches, and of seed
+0's on seed 2's), `grid` (every grid rate at 3 seeds), `confirm` (train at the `--rule` suggestion of the cached
+sweeps of the grid's seeds), `pairs` (the regime's (body, head) peak-rate pairs at 3 seeds),
 `auto` (`groups="auto"` with the sequential strategy at the grid's seeds, trained at its per-group `trough`
 suggestions), `split` (the same with `strategy="split"`, at the 5 sweep seeds), `split_beside` (the split strategy
 with the body trained at its suggestion during the head's sweep, `head_phase="beside"`), `split_held` (the head swept
@@ -114,6 +115,10 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
             todo += [{"kind": "sweep", "seed": s, "options": {"num_sweeps": 1}} for s in SWEEP_SEEDS]
         elif kind == "sweep3":  # hf_lrfind's default: 3 sweeps averaged
             todo += [{"kind": "sweep", "seed": s, "options": {"num_sweeps": 3}} for s in SWEEP_SEEDS]
+        elif kind == "sweep_swap":  # seed 2's model on seed 0's batches and back: is a seed's bottom its model's?
+            todo += [
+                {"kind": "sweep", "seed": s, "options": {"num_sweeps": 3, "data_seed": d}} for s, d in ((2, 0), (0, 2))
+            ]
         elif kind == "sweep6":  # more tokens per rate: does the masked LM's noisy bottom settle?
             todo += [{"kind": "sweep", "seed": s, "options": {"num_sweeps": 6}} for s in SWEEP_SEEDS]
         elif kind == "grid":
@@ -152,7 +157,7 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
             for s in SWEEP_SEEDS:
                 trough = suggestion_of("trough", cached, s)
                 sweep = next(
-                    r for r in cached if r["kind"] == "sweep" and r["seed"] == s and r["options"]["num_sweeps"] == 3
+                    r for r in cached if r["kind"] == "sweep" and r["seed"] == s and r["options"] == {"num_sweeps": 3}
                 )
                 options = {"steps": regime.steps // 2, "skip": sweep["cost_steps"]}  # the batches after the sweeps
                 todo += [
@@ -229,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             "sweep",
             "sweep3",
             "sweep6",
+            "sweep_swap",
             "grid",
             "confirm",
             "pairs",

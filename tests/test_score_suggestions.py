@@ -207,3 +207,15 @@ def test_sweep_counts_read_trough_on_the_mean_of_the_first_k_sweeps(tmp_path, mo
     assert [float(v) for v in two[3].split(", ")] == pytest.approx([1e-2 / 3] * 2, rel=0.1)
     with pytest.raises(ValueError, match="--kinds sweep5"):
         S.sweep_counts("toy", 5)
+
+
+def test_swaps_put_each_seeds_model_on_each_seeds_batches(tmp_path, monkeypatch):
+    own = [sweep(0, 1e-3, 3), sweep(2, 1e-2, 3), sweep(1, 1e-1, 3)]  # seed 1 has no swapped run: left out
+    swapped = [sweep(2, 1.2e-2, 3), sweep(0, 1.2e-3, 3)]
+    swapped[0]["options"]["data_seed"], swapped[1]["options"]["data_seed"] = 0, 2
+    (tmp_path / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in own + swapped))
+    monkeypatch.setattr(S, "DATA_DIR", str(tmp_path))
+    rows = [[c.strip() for c in row.strip("|").split("|")] for row in S.swaps("toy").splitlines()[2:]]
+    assert [r[:2] for r in rows] == [["0", "0"], ["0", "2"], ["2", "0"], ["2", "2"]]
+    expected = [1e-3, 1.2e-3, 1.2e-2, 1e-2]  # a third of each bottom
+    assert [float(r[2]) for r in rows] == pytest.approx([b / 3 for b in expected], rel=0.1)

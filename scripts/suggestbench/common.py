@@ -157,10 +157,11 @@ def train(
     return {"eval_loss": eval_loss, "train_loss": sum(tail) / len(tail), "losses": losses}
 
 
-def sweep(regime: Regime, seed: int, **options: Any) -> dict[str, Any]:
+def sweep(regime: Regime, seed: int, data_seed: int | None = None, **options: Any) -> dict[str, Any]:
     """
     hf_lrfind's range test as a user runs it: `LRFinder(model, optimizer, accelerator=Accelerator(cpu=True),
     max_grad_norm=1.0).range_test(batches, **options)`. Returns the result as a dict (curves, suggestions, metadata).
+    `seed` seeds the model (a new head's init, dropout) and, unless `data_seed` is given, the batches (order, masks).
     """
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -172,7 +173,7 @@ def sweep(regime: Regime, seed: int, **options: Any) -> dict[str, Any]:
     model = regime.build_model(seed)
     model.train()
     optimizer = optimizers.build(regime.optimizer, decay_groups(model, None, {"all": 1e-3}))
-    batches = regime.train_batches(seed)
+    batches = regime.train_batches(seed if data_seed is None else data_seed)
 
     class Batches:  # a re-iterable view of the seeded endless stream
         def __iter__(self):
