@@ -8,7 +8,7 @@ import functools
 import torch
 
 from .common import Regime, endless, half_decades
-from .data import docstring_task, python_docs_text
+from .data import docstring_task, package_task, python_docs_text
 
 BATCH_SIZE = 16
 
@@ -27,10 +27,13 @@ def _minilm_tokenizer():
     return AutoTokenizer.from_pretrained(_minilm_path())
 
 
+TASKS = {"docstrings": docstring_task, "packages": package_task}
+
+
 @functools.cache
-def _minilm_tokenized() -> tuple[list[dict], list[dict]]:
+def _minilm_tokenized(task: str = "docstrings") -> tuple[list[dict], list[dict]]:
     tokenizer = _minilm_tokenizer()
-    train, held_out = docstring_task()
+    train, held_out = TASKS[task]()
 
     def encode(rows):
         enc = tokenizer([t for t, _ in rows], truncation=True, max_length=32)
@@ -49,9 +52,9 @@ def _collate(rows: list[dict]) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([r["label"] for r in rows])}
 
 
-def _docstring_train(seed: int):
+def _docstring_train(seed: int, task: str = "docstrings"):
     loader = torch.utils.data.DataLoader(
-        _minilm_tokenized()[0],
+        _minilm_tokenized(task)[0],
         batch_size=BATCH_SIZE,
         shuffle=True,
         drop_last=True,
@@ -62,15 +65,15 @@ def _docstring_train(seed: int):
 
 
 @functools.cache
-def _docstring_eval() -> list[dict]:
-    rows = _minilm_tokenized()[1]
+def _docstring_eval(task: str = "docstrings") -> list[dict]:
+    rows = _minilm_tokenized(task)[1]
     return [_collate(rows[i : i + 64]) for i in range(0, len(rows), 64)]
 
 
-def _minilm_classifier(seed: int) -> torch.nn.Module:
+def _minilm_classifier(seed: int, num_labels: int = 5) -> torch.nn.Module:
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(_minilm_path(), num_labels=5)
+    return AutoModelForSequenceClassification.from_pretrained(_minilm_path(), num_labels=num_labels)
 
 
 def _minilm_lora(seed: int) -> torch.nn.Module:
@@ -202,6 +205,17 @@ MINILM_MLM = Regime(
     pairs=[(10**-3.5, h) for h in half_decades(-3, 0)] + [(1e-4, h) for h in (10**-1.5, 0.1, 10**-0.5)],
 )
 
+MINILM_PKG = Regime(
+    name="minilm_pkg",
+    description="held-out fine-tune: pretrained MiniLM-L6 + new 3-class head, numpy/torch/transformers docstrings by "
+    "package, 80 steps of 16",
+    steps=80,
+    grid=half_decades(-5, -2),  # a first pass, extended and refined by `suggestion_bench.py` as the masked LM's
+    build_model=functools.partial(_minilm_classifier, num_labels=3),
+    train_batches=functools.partial(_docstring_train, task="packages"),
+    eval_batches=functools.partial(_docstring_eval, "packages"),
+)
+
 GPT2_SCRATCH = Regime(
     name="gpt2_scratch",
     description="from scratch: GPT-2 (4 layers, 128 wide, 0.8M) on the Python docs, 200 steps of 16x64 tokens",
@@ -248,4 +262,7 @@ OTHER_OPTIMIZERS = [
     _with_optimizer(MINILM_LORA, "adafactor", -4, -1),
 ]
 
-REGIMES = {r.name: r for r in (MINILM_CLS, MINILM_LORA, MINILM_MLM, GPT2_SCRATCH, BERT_MLM_SCRATCH, *OTHER_OPTIMIZERS)}
+REGIMES = {
+    r.name: r
+    for r in (MINILM_CLS, MINILM_LORA, MINILM_MLM, GPT2_SCRATCH, BERT_MLM_SCRATCH, *OTHER_OPTIMIZERS, MINILM_PKG)
+}
