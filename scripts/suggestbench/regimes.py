@@ -214,6 +214,9 @@ MINILM_PKG = Regime(
     build_model=functools.partial(_minilm_classifier, num_labels=3),
     train_batches=functools.partial(_docstring_train, task="packages"),
     eval_batches=functools.partial(_docstring_eval, "packages"),
+    # (body, head) pairs as the classifier's: its best single rate of the first pass (1e-4) and a half decade below,
+    # head rates from 1e-3 to 1; set when its first pass had passed that best (1e-3 worse), before any of its sweeps
+    pairs=[(b, h) for b in (10**-4.5, 1e-4) for h in half_decades(-3, 0)],
 )
 
 GPT2_SCRATCH = Regime(
