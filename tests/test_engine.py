@@ -520,6 +520,23 @@ def test_a_curve_that_drops_and_rises_carries_no_warning():
     assert result.suggestions["all"]["trough"] == pytest.approx(result.lrs["all"][25] / 3)
 
 
+def test_a_swept_group_that_no_step_gave_a_gradient_is_named_in_a_warning(caplog):
+    model, unused = tiny_model(), torch.nn.Linear(4, 4)  # `unused` is in the optimizer, never in the loss
+    opt = torch.optim.AdamW(
+        [
+            {"params": model.parameters(), "name": "body"},
+            {"params": unused.parameters(), "name": "unused"},
+            {"params": [], "name": "empty"},  # nothing to give a gradient to: not reported
+        ]
+    )
+    step, _ = make_step(model, opt)
+    with caplog.at_level("WARNING", logger="hf_lrfind.core.engine"):
+        result = range_test(step, model, opt, LRFinderConfig(num_steps=20), progress=False)
+    (message,) = [w for w in result.metadata["warnings"] if w.startswith("No gradient")]
+    assert "'unused'" in message and "'body'" not in message and "'empty'" not in message and message in caplog.text
+    assert result.metadata["num_sweeps"] == 3  # the group had no gradient in every sweep
+
+
 def test_skipped_steps_are_retried_at_the_same_lr_and_too_many_stop_the_sweep(caplog):
     model = tiny_model()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -193,17 +193,22 @@ def assert_untouched(model, quant_before, lora_before, logits_before):
 
 
 def sweep_with_runner(model):
+    """Runs 8 steps; returns whether they moved the LoRA weights, and checks the result warns exactly when not."""
     finder = LRFinder(model, lora_optimizer(model), accelerator=Accelerator(cpu=True), progress=False)
     with Steps(model) as steps:
         result = finder.range_test(batches(), start_lr=1e-4, end_lr=1.0, num_steps=8, num_sweeps=1)
-    assert steps.count == 8 and steps.moved
+    assert steps.count == 8
     assert result.stop_reason == {"all": "num_steps"} and len(result.losses["all"]) == 8
+    assert steps.moved != any(
+        w.startswith("No gradient reached param group 'all'") for w in result.metadata["warnings"]
+    )
+    return steps.moved
 
 
 def test_runner_sweep_leaves_4bit_weights_lora_and_logits_bit_identical(checkpoint):
     model = qlora(checkpoint)
     quant_before, lora_before, logits_before = quantized(model), trainable(model), logits(model)
-    sweep_with_runner(model)
+    assert sweep_with_runner(model)
     assert_untouched(model, quant_before, lora_before, logits_before)
 
 
@@ -219,7 +224,10 @@ def test_runner_sweep_after_an_eval_forward_keeps_what_that_forward_left(checkpo
     monkeypatch.setattr(
         bnb.nn.Linear4bit, "_save_to_state_dict", lambda self, *a, **k: saves.append(self) or save(self, *a, **k)
     )
-    sweep_with_runner(model)
+    # bitsandbytes 0.50 passes no gradient through CPU-repacked weights (gemv_4bit has no autograd kernel), so there
+    # the LoRA weights cannot move and the result must say so; on AVX2-only CPUs they move.
+    moved = sweep_with_runner(model)
+    assert moved or any(fields["packing_format_for_cpu"] for fields in quant_before.values())
     assert saves == []
     assert_untouched(model, quant_before, lora_before, logits_before)
 

@@ -238,6 +238,7 @@ def test_regrouped_optimizer_runs_each_strategy_and_the_result_rebuilds_the_grou
         groups=groups,
         progress=False,
     )
+    assert not any(w.startswith("No gradient") for w in result.metadata["warnings"])  # every swept group learns
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert result.groups == ["head", "body"] and result.metadata["strategy"] == strategy
     assert result.metadata["groups"] == groups

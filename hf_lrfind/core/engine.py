@@ -74,6 +74,7 @@ def average_sweeps(curves: Sequence[Curve], beta: float) -> Curve:
         sweeps=[list(c.losses) for c in curves],
         sweep_stops=[c.stop_reason for c in curves],
         executed=sum(c.executed for c in curves),
+        no_gradient=[g for g in curves[0].no_gradient if all(g in c.no_gradient for c in curves)],
     )
 
 
@@ -85,6 +86,14 @@ def _versions() -> dict[str, str]:
         if module in sys.modules:
             versions[module] = getattr(sys.modules[module], "__version__", "unknown")
     return versions
+
+
+def no_gradient_warnings(curve: Curve) -> list[str]:
+    """A swept group whose parameters never had a gradient: its sweep moved nothing, its curve says nothing."""
+    return [
+        f"No gradient reached param group '{group}' at any step of the sweep, so its weights never moved and the curve says nothing about its rate. Check that its parameters require grad and feed the loss (a 4-bit bitsandbytes layer on a CPU with AVX512-BF16 passes none once an eval-mode forward without grad has repacked it: sweep before evaluating, or reload the model)."
+        for group in curve.no_gradient
+    ]
 
 
 def build_result(
@@ -117,7 +126,9 @@ def build_result(
         if id(curve) not in checked:  # a joint sweep's groups share one curve: judge it once
             checked.add(id(curve))
             named = group if len(unique) > 1 else None
-            for message in curve_warnings(*raw, stop_reason=curve.stop_reason, group=named):
+            for message in no_gradient_warnings(curve) + curve_warnings(
+                *raw, stop_reason=curve.stop_reason, group=named
+            ):
                 if log_warnings:
                     logger.warning(message)
                 warnings.append(message)

@@ -16,6 +16,7 @@ import torch
 from .config import LRFinderConfig
 from .recorder import LossRecorder
 from .schedule import base_lr, group_bounds, lr_at, param_group_names
+from .state import torch_optimizer
 from .suggest import STOP_REASONS
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Curve:
     sweeps: list[list[float]] = field(default_factory=list)  # each sweep's raw losses, when several were averaged
     sweep_stops: list[str] = field(default_factory=list)  # and why each stopped
     executed: int = 0  # training steps run (skipped ones and those past the stopping point included), all sweeps
+    no_gradient: list[str] = field(default_factory=list)  # swept groups that no optimizer step gave a gradient
 
     @property
     def steps_run(self) -> int:
@@ -90,6 +92,7 @@ def sweep(
         bounds = group_bounds([base_lr(g) for g in groups], config.start_lr, config.end_lr)
     shown = next((i for i, (s, e) in enumerate(bounds) if s != e), 0)  # the progress bar shows a swept group's lr
     recorder = LossRecorder(config.beta, config.diverge_threshold, config.check_every)
+    gradients = GradientWatch(optimizer)
     applied: list[list[float]] = []
     skipped, tokens = 0, None
     stop_reason = "num_steps"
@@ -131,6 +134,7 @@ def sweep(
             bar.set_postfix_str(STOP_REASONS[stop_reason], refresh=False)
     finally:
         bar.close()
+        gradients.remove()
     n = len(recorder.losses)
     by_name: dict[str, list[float]] = {}
     for i, name in enumerate(names):
@@ -149,4 +153,34 @@ def sweep(
         wall_time=time.perf_counter() - start,
         bounds={name: bounds[names.index(name)] for name in by_name},
         executed=len(applied) + skipped,
+        no_gradient=[names[i] for i in gradients.missing() if bounds[i][0] != bounds[i][1]],
     )
+
+
+class GradientWatch:
+    """
+    Which param groups had a gradient at some optimizer step: a step pre-hook (where the gradients are still there)
+    that looks at a group until it has seen one. Watches nothing when the optimizer is not a torch optimizer (a
+    DeepSpeed engine's), so it never reports a group it could not see.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer) -> None:
+        inner = torch_optimizer(optimizer)
+        self.groups = inner.param_groups if isinstance(inner, torch.optim.Optimizer) else []
+        self.seen: set[int] = set()
+        self.steps = 0
+        self.handle = inner.register_step_pre_hook(self._look) if self.groups else None
+
+    def _look(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        self.steps += 1
+        for i, group in enumerate(self.groups):
+            if i not in self.seen and any(p.grad is not None for p in group["params"]):
+                self.seen.add(i)
+
+    def missing(self) -> list[int]:
+        """Indices of the non-empty groups no step had a gradient for (none if no step was watched)."""
+        return [i for i, g in enumerate(self.groups) if i not in self.seen and g["params"]] if self.steps else []
+
+    def remove(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
