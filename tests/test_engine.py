@@ -526,7 +526,7 @@ def test_a_swept_group_that_no_step_gave_a_gradient_is_named_in_a_warning(caplog
         [
             {"params": model.parameters(), "name": "body"},
             {"params": unused.parameters(), "name": "unused"},
-            {"params": [], "name": "empty"},  # nothing to give a gradient to: not reported
+            {"params": [torch.nn.Parameter(torch.empty(0))], "name": "empty"},  # sharded away here: not reported
         ]
     )
     step, _ = make_step(model, opt)
@@ -535,6 +535,25 @@ def test_a_swept_group_that_no_step_gave_a_gradient_is_named_in_a_warning(caplog
     (message,) = [w for w in result.metadata["warnings"] if w.startswith("No gradient")]
     assert "'unused'" in message and "'body'" not in message and "'empty'" not in message and message in caplog.text
     assert result.metadata["num_sweeps"] == 3  # the group had no gradient in every sweep
+
+
+def test_the_gradient_watch_leaves_alone_an_optimizer_without_torch_step_hooks():
+    from hf_lrfind.core.sweep import GradientWatch
+
+    class Wrapper(torch.optim.Optimizer):  # as accelerate's wrapper around a DeepSpeed optimizer: no Optimizer.__init__
+        def __init__(self, inner):
+            self.optimizer = inner
+
+        @property
+        def param_groups(self):
+            return self.optimizer.param_groups
+
+    class Engine:  # not a torch optimizer
+        param_groups = [{"params": [torch.nn.Parameter(torch.ones(2))], "lr": 0.1}]
+
+    watch = GradientWatch(Wrapper(Engine()))
+    assert watch.handle is None and watch.missing() == []
+    watch.remove()
 
 
 def test_skipped_steps_are_retried_at_the_same_lr_and_too_many_stop_the_sweep(caplog):

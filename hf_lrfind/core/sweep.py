@@ -160,16 +160,18 @@ def sweep(
 class GradientWatch:
     """
     Which param groups had a gradient at some optimizer step: a step pre-hook (where the gradients are still there)
-    that looks at a group until it has seen one. Watches nothing when the optimizer is not a torch optimizer (a
-    DeepSpeed engine's), so it never reports a group it could not see.
+    that looks at a group until it has seen one. Watches nothing when the optimizer has no torch step hooks (the
+    wrapper accelerate puts around a DeepSpeed optimizer), so it never reports a group it could not see; a group
+    whose tensors are all empty on this process (parameters sharded away) is not reported either.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
         inner = torch_optimizer(optimizer)
-        self.groups = inner.param_groups if isinstance(inner, torch.optim.Optimizer) else []
+        hookable = isinstance(inner, torch.optim.Optimizer) and hasattr(inner, "_optimizer_step_pre_hooks")
+        self.groups = inner.param_groups if hookable else []
         self.seen: set[int] = set()
         self.steps = 0
-        self.handle = inner.register_step_pre_hook(self._look) if self.groups else None
+        self.handle = inner.register_step_pre_hook(self._look) if hookable else None
 
     def _look(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
         self.steps += 1
@@ -178,8 +180,12 @@ class GradientWatch:
                 self.seen.add(i)
 
     def missing(self) -> list[int]:
-        """Indices of the non-empty groups no step had a gradient for (none if no step was watched)."""
-        return [i for i, g in enumerate(self.groups) if i not in self.seen and g["params"]] if self.steps else []
+        """Indices of the groups with elements on this process that no step had a gradient for."""
+        if not self.steps:
+            return []
+        return [
+            i for i, group in enumerate(self.groups) if i not in self.seen and any(p.numel() for p in group["params"])
+        ]
 
     def remove(self) -> None:
         if self.handle is not None:
