@@ -173,6 +173,7 @@ def check_restore(mesh, report, name, warm_steps, **config):
         "sweep_losses": result.metadata["sweep_losses"]["all"],
         "lr_after": [g["lr"] for g in optimizer.param_groups],
         "grads_after": [n for n, p in model.named_parameters() if p.grad is not None],
+        "warnings": result.metadata["warnings"],
     }
     if config.get("snapshot") == "disk":
         report[name]["folders_left"] = os.listdir(config["snapshot_dir"])

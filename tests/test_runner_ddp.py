@@ -35,6 +35,7 @@ def test_two_processes_record_the_same_token_weighted_curve(tmp_path):
     assert r0["result"]["lrs"] == r1["result"]["lrs"]
     assert r0["result"]["stop_reason"] == r1["result"]["stop_reason"]
     assert r0["result"]["suggestions"] == r1["result"]["suggestions"]
+    assert not any(w.startswith("No gradient") for r in (r0, r1) for w in r["result"]["metadata"]["warnings"])
     # The recorded loss is the mean over both ranks' label tokens, not either rank's own loss.
     first = r0["result"]["losses"]["all"][0]
     assert first == pytest.approx(r0["expected_first_loss"], rel=1e-6)

@@ -30,6 +30,7 @@ def test_both_ranks_finish_with_the_same_result(tmp_path):
     for key in ("lrs", "losses", "stop_reason", "suggestions"):
         assert r0["result"][key] == r1["result"][key], key
     assert len(r0["result"]["losses"]["all"]) == 15
+    assert not any(w.startswith("No gradient") for r in (r0, r1) for w in r["result"]["metadata"]["warnings"])
     # The recorded loss is the mean over the processes of each one's own batch mean: not one rank's, and not
     # multiplied by the world size (the Trainer's treatment of BertForSequenceClassification's loss).
     own = [r0["first_local_loss"], r1["first_local_loss"]]
