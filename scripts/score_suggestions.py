@@ -426,6 +426,7 @@ def _has_split(regime: str) -> bool:
     return any(_strategy(r) == "split" for r in load(os.path.join(DATA_DIR, f"{regime}.jsonl")))
 
 
+ONE_GROUP = "one group, trough (no groups)"
 BESIDE = "split (head swept beside the body)"
 HELD = "split (body swept beside the held head)"
 
@@ -447,7 +448,8 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
     """
     Markdown: `groups="auto"`, per strategy, trained at its per-group `trough` suggestions, against the best
     (body, head) pair of the grid (single rates count as pairs with body = head): in the tie band, head suggestion in
-    the head window, spread of each group's suggestions across seeds.
+    the head window, spread of each group's suggestions across seeds. The one-group default trained at its
+    suggestion (`confirm` records) is a row too: what a user gets without `groups`.
     """
     grid = pair_grid(records, body)
     runs, best, band, head = grid["runs"], grid["best"], grid["band"], grid["head"]
@@ -473,6 +475,12 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
         if r["kind"] == "split_confirm":
             row = {**r, "trained_lrs": r["lr"], "cost_steps": cost["split", r["seed"]]}
             variants.setdefault(f"split, head by {r['rule']}", []).append(row)
+    swept = {r["seed"]: r["cost_steps"] for r in sweeps_of(records, THREE)}
+    variants[ONE_GROUP] = [  # the one-group default, trained at its suggestion: every group at that one rate
+        {**r, "trained_lrs": {body: r["lr"], "head": r["lr"]}, "cost_steps": swept[r["seed"]]}
+        for r in records
+        if r["kind"] == "confirm" and r["rule"] == "trough"
+    ]
     for strategy, mine in variants.items():
         if not mine:
             continue

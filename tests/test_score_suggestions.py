@@ -104,6 +104,36 @@ def test_pair_grid_finds_the_best_pair_and_the_head_window_at_its_body_rate():
     assert math.log10(lo) == pytest.approx(-2 - 0.25) and math.log10(hi) == pytest.approx(-1 + 1 / 11)
 
 
+def test_groups_auto_shows_the_one_group_default_trained_at_its_rate_beside_the_split_runs():
+    records = grid({1e-4: 2.0, 1e-3: 1.5})
+    records += [
+        {"kind": "pair", "lr": {"body": 1e-4, "head": h}, "seed": s, "eval_loss": m + d}
+        for h, m in {1e-2: 1.0, 1e-1: 1.1}.items()
+        for s, d in enumerate((-0.1, 0.0, 0.1))
+    ]  # best pair (1e-4, 1e-2): 1.0, band 1.2; head window at body 1e-4 around 1e-2 .. 1e-1
+    records += [{**sweep(0, 1e-3, 3), "cost_steps": 270}, {**sweep(1, 1e-3, 3), "cost_steps": 280}]
+    records += [
+        {"kind": "confirm", "rule": "trough", "lr": lr, "seed": seed, "eval_loss": loss}
+        for seed, lr, loss in ((0, 3e-4, 1.1), (1, 4e-4, 1.4))
+    ]
+    records.append(
+        {
+            "kind": "auto",
+            "seed": 0,
+            "options": {"strategy": "split"},
+            "trained_lrs": {"body": 2e-4, "head": 5e-2},
+            "eval_loss": 1.05,
+            "cost_steps": 300,
+        }
+    )
+    rows = [line for line in S.groups_auto(records, steps=10).splitlines() if line.startswith("| one group")]
+    assert rows == [
+        "| one group, trough (no groups) | 0 | 3.00e-04 | 3.00e-04 | 1.1000 | yes | no | 270 (2.250) |",
+        "| one group, trough (no groups) | 1 | 4.00e-04 | 4.00e-04 | 1.4000 | no | no | 280 (2.333) |",
+        "| one group, trough (no groups): spread | | 1.33x | 1.33x | | 1/2 | 0/2 | |",
+    ]
+
+
 def test_the_grid_is_extended_while_its_best_is_at_an_end_then_refined_beside_it(monkeypatch):
     import suggestion_bench as B
     from suggestbench.common import half_decades
