@@ -479,7 +479,7 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
     variants[ONE_GROUP] = [  # the one-group default, trained at its suggestion: every group at that one rate
         {**r, "trained_lrs": {body: r["lr"], "head": r["lr"]}, "cost_steps": swept[r["seed"]]}
         for r in records
-        if r["kind"] == "confirm" and r["rule"] == "trough"
+        if r["kind"] == "confirm" and r["rule"] == "trough" and r["seed"] in swept
     ]
     for strategy, mine in variants.items():
         if not mine:

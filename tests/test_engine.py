@@ -520,12 +520,14 @@ def test_a_curve_that_drops_and_rises_carries_no_warning():
     assert result.suggestions["all"]["trough"] == pytest.approx(result.lrs["all"][25] / 3)
 
 
-def test_a_swept_group_that_no_step_gave_a_gradient_is_named_in_a_warning(caplog):
-    model, unused = tiny_model(), torch.nn.Linear(4, 4)  # `unused` is in the optimizer, never in the loss
+def test_a_swept_group_that_no_step_gave_a_gradient_is_named_once_in_a_warning(caplog):
+    model, unused, frozen = tiny_model(), torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)  # in the optimizer, not the loss
     opt = torch.optim.AdamW(
         [
             {"params": model.parameters(), "name": "body"},
-            {"params": unused.parameters(), "name": "unused"},
+            {"params": [frozen.weight], "name": "body"},  # a half of 'body' without a gradient: 'body' still learns
+            {"params": [unused.weight], "name": "unused"},  # decay and no-decay halves, neither fed: one message
+            {"params": [unused.bias], "name": "unused", "weight_decay": 0.0},
             {"params": [torch.nn.Parameter(torch.empty(0))], "name": "empty"},  # sharded away here: not reported
         ]
     )
@@ -534,7 +536,33 @@ def test_a_swept_group_that_no_step_gave_a_gradient_is_named_in_a_warning(caplog
         result = range_test(step, model, opt, LRFinderConfig(num_steps=20), progress=False)
     (message,) = [w for w in result.metadata["warnings"] if w.startswith("No gradient")]
     assert "'unused'" in message and "'body'" not in message and "'empty'" not in message and message in caplog.text
-    assert result.metadata["num_sweeps"] == 3  # the group had no gradient in every sweep
+    assert result.metadata["num_sweeps"] == 3 and not opt._optimizer_step_pre_hooks  # the watch is gone
+
+
+def test_a_held_group_is_not_reported_and_the_watch_goes_on_an_error():
+    from hf_lrfind.core.sweep import sweep
+
+    model, unused = tiny_model(), torch.nn.Linear(4, 4)
+    opt = torch.optim.AdamW([{"params": model.parameters()}, {"params": unused.parameters()}])
+    step, _ = make_step(model, opt)
+    curve = sweep(step, opt, LRFinderConfig(num_steps=10), progress=False, bounds=[(1e-5, 1e-1), (0.0, 0.0)])
+    assert curve.no_gradient == []  # held at 0: its rate is not what the curve measures
+    failing, _ = make_step(model, opt, fail_at=3)
+    with pytest.raises(RuntimeError, match="boom"):
+        sweep(failing, opt, LRFinderConfig(num_steps=10), progress=False)
+    assert not opt._optimizer_step_pre_hooks
+
+
+def test_averaged_sweeps_report_a_group_only_if_no_sweep_gave_it_a_gradient():
+    from hf_lrfind.core.engine import average_sweeps
+    from hf_lrfind.core.sweep import Curve
+
+    def curve(no_gradient):
+        return Curve(
+            lrs={"a": [1.0], "b": [1.0]}, losses=[1.0], smoothed=[1.0], stop_reason="num_steps", no_gradient=no_gradient
+        )
+
+    assert average_sweeps([curve(["a", "b"]), curve(["b"]), curve(["a", "b"])], beta=0.98).no_gradient == ["b"]
 
 
 def test_the_gradient_watch_leaves_alone_an_optimizer_without_torch_step_hooks():
@@ -551,8 +579,8 @@ def test_the_gradient_watch_leaves_alone_an_optimizer_without_torch_step_hooks()
     class Engine:  # not a torch optimizer
         param_groups = [{"params": [torch.nn.Parameter(torch.ones(2))], "lr": 0.1}]
 
-    watch = GradientWatch(Wrapper(Engine()))
-    assert watch.handle is None and watch.missing() == []
+    watch = GradientWatch(Wrapper(Engine()))  # registering a hook on the wrapper would raise AttributeError
+    assert watch.handle is None and watch.groups == []
     watch.remove()
 
 

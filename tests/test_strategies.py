@@ -248,6 +248,18 @@ def test_regrouped_optimizer_runs_each_strategy_and_the_result_rebuilds_the_grou
         assert result.suggestion("minimum", "body") == pytest.approx(0.1 * result.suggestion("minimum", "head"))
 
 
+def test_split_names_a_head_without_gradient_once():
+    model, unused = tiny_model(), torch.nn.Linear(4, 4)  # the 'head' is never in the loss
+    opt = torch.optim.AdamW(
+        [{"params": model.parameters(), "name": "body"}, {"params": unused.parameters(), "name": "head"}]
+    )
+    step, _ = make_step(model, opt)
+    config = LRFinderConfig(num_steps=20, end_lr=1.0, diverge_threshold=None)
+    result = split_range_test(step, model, opt, config, progress=False)
+    (message,) = [w for w in result.metadata["warnings"] if w.startswith("No gradient")]  # not again for the body curve
+    assert "'head'" in message
+
+
 def test_run_strategy_refuses_an_unknown_strategy():
     from hf_lrfind.core.strategies import run_strategy
 

@@ -88,11 +88,15 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def no_gradient_warnings(curve: Curve) -> list[str]:
-    """A swept group whose parameters never had a gradient: its sweep moved nothing, its curve says nothing."""
+def no_gradient_warnings(curve: Curve, curves: Mapping[str, Curve]) -> list[str]:
+    """
+    A swept group whose parameters never had a gradient: its sweep moved nothing, its curve says nothing. Only the
+    groups read from `curve` (a strategy's body curve also sweeps the head, whose own curve reports it).
+    """
     return [
         f"No gradient reached param group '{group}' at any step of the sweep, so its weights never moved and the curve says nothing about its rate. Check that its parameters require grad and feed the loss (a 4-bit bitsandbytes layer on a CPU with AVX512-BF16 passes none once an eval-mode forward without grad has repacked it: sweep before evaluating, or reload the model)."
         for group in curve.no_gradient
+        if curves.get(group) is curve
     ]
 
 
@@ -126,7 +130,7 @@ def build_result(
         if id(curve) not in checked:  # a joint sweep's groups share one curve: judge it once
             checked.add(id(curve))
             named = group if len(unique) > 1 else None
-            for message in no_gradient_warnings(curve) + curve_warnings(
+            for message in no_gradient_warnings(curve, curves) + curve_warnings(
                 *raw, stop_reason=curve.stop_reason, group=named
             ):
                 if log_warnings:

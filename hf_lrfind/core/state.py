@@ -48,7 +48,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
+def local_shard(t: torch.Tensor) -> torch.Tensor:
     """A DTensor's shard on this process (FSDP2, tensor parallel), a view that writes through; other tensors as is."""
     return t.to_local() if _is_dtensor(t) else t
 
@@ -152,8 +152,8 @@ class StateSnapshot:
         self._in_place = optimizer is not None and _standard_state_dict(optimizer)
         with torch.no_grad():
             state = {
-                "tensors": {name: _local(t.detach()) for name, t in self._tensors.items()},
-                "grads": {n: _local(t.grad) for n, t in self._tensors.items() if t.grad is not None},
+                "tensors": {name: local_shard(t.detach()) for name, t in self._tensors.items()},
+                "grads": {n: local_shard(t.grad) for n, t in self._tensors.items() if t.grad is not None},
                 "optimizer": self._optimizer_state() if optimizer is not None else None,
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
@@ -178,7 +178,7 @@ class StateSnapshot:
         ids = {id(p) for p in params}
         return {
             "state": {
-                i: {k: _local(v) if isinstance(v, torch.Tensor) else v for k, v in optimizer.state[p].items()}
+                i: {k: local_shard(v) if isinstance(v, torch.Tensor) else v for k, v in optimizer.state[p].items()}
                 for i, p in enumerate(params)
                 if p in optimizer.state
             },
@@ -199,14 +199,14 @@ class StateSnapshot:
         """Put the model, optimizer, scheduler, scaler and RNG states back as they were. Can be called repeatedly."""
         state = self._load()
         for name, live in self._tensors.items():
-            _local(live).copy_(state["tensors"][name], non_blocking=True)
+            local_shard(live).copy_(state["tensors"][name], non_blocking=True)
         grads = state["grads"]
         for name, t in self._tensors.items():
             if name not in grads:
                 t.grad = None
             elif _is_dtensor(t):  # a gradient sharded as its parameter
                 t.grad = torch.empty_like(t)
-                _local(t.grad).copy_(grads[name])
+                local_shard(t.grad).copy_(grads[name])
             else:
                 t.grad = grads[name].to(t.device, copy=True)
         # Deep copies: `load_state_dict` may alias tensors that already sit on the right device and dtype, and a
@@ -259,7 +259,7 @@ class StateSnapshot:
                 del live[k]
             for k, v in saved["state"][i].items():
                 if isinstance(v, torch.Tensor):
-                    _local(live[k]).copy_(v, non_blocking=True)
+                    local_shard(live[k]).copy_(v, non_blocking=True)
                 else:
                     live[k] = copy.deepcopy(v)
         for group, hyper in zip(optimizer.param_groups, saved["param_groups"]):
@@ -281,5 +281,5 @@ def _fits(live: Any, saved: Any) -> bool:
         return True
     if not isinstance(live, torch.Tensor):
         return False
-    live = _local(live)
+    live = local_shard(live)
     return live.shape == saved.shape and live.dtype == saved.dtype

@@ -125,7 +125,9 @@ def split_range_test(
     `param_groups` and the callback use when no rule is named), run on the head's curve even when `suggest` leaves it
     out; the other groups with the first rule of `suggest` (`trough`). `probe` (a third of fastai's `minimum`) put
     the head inside its window at 15 of 15 seeds of the benchmark's three fine-tunes (5 each), where `minimum` was
-    above it at two and left three of five classifier trainings outside the tie band (docs/suggestions.md).
+    above it at two and left three of five classifier trainings outside the tie band. On a held-out fine-tune built
+    after these choices (`minilm_pkg`) the split strategy's rates miss the tie band at 5 of 5 seeds, where one rate
+    for every group trains inside it at 3 of 3 (docs/suggestions.md, "Per group or one rate?").
 
     Args:
         first (`Sequence[str]`, *optional*, defaults to `("head",)`): names of the groups swept in phase 2.

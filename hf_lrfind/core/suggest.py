@@ -165,7 +165,9 @@ def probe(lrs: CurveLike, losses: CurveLike) -> float | None:
     minimum), a third of fastai's `minimum`. The head then trains beside a moving body, at a lower rate than the
     probe alone tolerates. The factor was chosen on the suggestion benchmark's three fine-tunes (a classifier, LoRA, a
     masked LM): inside the range of factors that put every cached head curve's suggestion among the head rates that
-    train best (docs/suggestions.md); no held-out regime has tested it yet.
+    train best (docs/suggestions.md). On the held-out fine-tune tested after it (`minilm_pkg`) it reads a head rate
+    inside that regime's head window, but the fine-tunes at the split strategy's rates miss the tie band at 5 of 5
+    seeds.
 
     Args:
         lrs (`Sequence[float]`): Learning rates of the prepared curve.

@@ -16,7 +16,7 @@ import torch
 from .config import LRFinderConfig
 from .recorder import LossRecorder
 from .schedule import base_lr, group_bounds, lr_at, param_group_names
-from .state import torch_optimizer
+from .state import local_shard, torch_optimizer
 from .suggest import STOP_REASONS
 
 logger = logging.getLogger(__name__)
@@ -92,7 +92,6 @@ def sweep(
         bounds = group_bounds([base_lr(g) for g in groups], config.start_lr, config.end_lr)
     shown = next((i for i, (s, e) in enumerate(bounds) if s != e), 0)  # the progress bar shows a swept group's lr
     recorder = LossRecorder(config.beta, config.diverge_threshold, config.check_every)
-    gradients = GradientWatch(optimizer)
     applied: list[list[float]] = []
     skipped, tokens = 0, None
     stop_reason = "num_steps"
@@ -100,6 +99,7 @@ def sweep(
 
     bar = tqdm(total=config.num_steps, desc=description, disable=not progress, dynamic_ncols=True)
     start = time.perf_counter()
+    gradients = GradientWatch(optimizer)
     try:
         step = 0
         while step < config.num_steps:
@@ -153,7 +153,7 @@ def sweep(
         wall_time=time.perf_counter() - start,
         bounds={name: bounds[names.index(name)] for name in by_name},
         executed=len(applied) + skipped,
-        no_gradient=[names[i] for i in gradients.missing() if bounds[i][0] != bounds[i][1]],
+        no_gradient=gradients.missing(names, bounds),
     )
 
 
@@ -161,8 +161,7 @@ class GradientWatch:
     """
     Which param groups had a gradient at some optimizer step: a step pre-hook (where the gradients are still there)
     that looks at a group until it has seen one. Watches nothing when the optimizer has no torch step hooks (the
-    wrapper accelerate puts around a DeepSpeed optimizer), so it never reports a group it could not see; a group
-    whose tensors are all empty on this process (parameters sharded away) is not reported either.
+    wrapper accelerate puts around a DeepSpeed optimizer), so it never reports a group it could not see.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer) -> None:
@@ -179,12 +178,22 @@ class GradientWatch:
             if i not in self.seen and any(p.grad is not None for p in group["params"]):
                 self.seen.add(i)
 
-    def missing(self) -> list[int]:
-        """Indices of the groups with elements on this process that no step had a gradient for."""
+    def missing(self, names: list[str], bounds: list[tuple[float, float]]) -> list[str]:
+        """
+        The names no step gave a gradient: swept (not held, `start != end`), with elements on this process (not all
+        sharded away), and none of the param groups of that name (decay and no-decay halves) ever had a gradient.
+        """
         if not self.steps:
             return []
+        indices: dict[str, list[int]] = {}
+        for i, name in enumerate(names):
+            indices.setdefault(name, []).append(i)
         return [
-            i for i, group in enumerate(self.groups) if i not in self.seen and any(p.numel() for p in group["params"])
+            name
+            for name, mine in indices.items()
+            if not any(i in self.seen for i in mine)
+            and any(bounds[i][0] != bounds[i][1] for i in mine)
+            and any(local_shard(p).numel() for i in mine for p in self.groups[i]["params"])
         ]
 
     def remove(self) -> None:
