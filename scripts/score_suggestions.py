@@ -474,7 +474,9 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
     for r in records:  # the split runs' body rate, the head read with another rule from their cached head curves
         if r["kind"] == "split_confirm":
             row = {**r, "trained_lrs": r["lr"], "cost_steps": cost["split", r["seed"]]}
-            variants.setdefault(f"split, head by {r['rule']}", []).append(row)
+            factor = (r.get("options") or {}).get("body_factor")
+            body_part = f", {body} x {factor:.3g}" if factor else ""
+            variants.setdefault(f"split{body_part}, head by {r['rule']}", []).append(row)
     swept = {r["seed"]: r["cost_steps"] for r in sweeps_of(records, THREE)}
     variants[ONE_GROUP] = [  # the one-group default, trained at its suggestion: every group at that one rate
         {**r, "trained_lrs": {body: r["lr"], "head": r["lr"]}, "cost_steps": swept[r["seed"]]}

@@ -18,7 +18,8 @@ suggestions), `split` (the same with `strategy="split"`, at the 5 sweep seeds), 
 with the body trained at its suggestion during the head's sweep, `head_phase="beside"`), `split_held` (the head swept
 first, then the body with the head held at its `probe` suggestion, `body_phase="held"`, 5 seeds, trained at the
 groups' default rules), `split_confirm` (train at the split runs' body rate and the `--rule` suggestion read on their
-cached head curves), `probe` (the trials of the confirmation phase, `confirm_steps`: short trainings of half the
+cached head curves), `split_body_third` (the same with a pretrained body at a third of that rate: the lead of
+docs/suggestions.md's "Why no reading of these curves can fix it"; not for LoRA adapters), `probe` (the trials of the confirmation phase, `confirm_steps`: short trainings of half the
 budget, the schedule's shape compressed to them, at `PROBE_FACTORS` times each sweep seed's `trough` suggestion, on the
 batches that follow the seed's sweeps, as the library's trials; every step's loss kept).
 """
@@ -141,15 +142,20 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
         elif kind == "split_held":  # the head first, then the body with the head held at its `probe` rate
             options = {"groups": "auto", "strategy": "split", "body_phase": "held"}
             todo += [{"kind": "auto", "seed": s, "options": options} for s in SWEEP_SEEDS]
-        elif kind == "split_confirm":  # the split runs' body rate with the head read by another rule
+        elif kind in ("split_confirm", "split_body_third"):  # the split runs' body rate, the head by another rule
             from score_suggestions import RULES, _fastai, _strategy
 
             read = RULES[rule][1] if rule in RULES else _fastai(rule)  # a library rule not scored on one group
+            # split_body_third: a pretrained body (not LoRA adapters, which are new weights) at a third of its rate
+            factor = 1 / 3 if kind == "split_body_third" else 1.0
+            if factor != 1.0 and regime.body_group != "body":
+                continue
             for r in records(regime_name):
                 if _strategy(r) == "split":  # the head swept alone, not the head_phase="beside" runs
                     curve = {"lrs": r["curves"]["head"]["lrs"], "losses": r["curves"]["head"]["losses"]}
-                    lrs = {regime.body_group: r["trained_lrs"][regime.body_group], "head": read(curve)}
-                    todo.append({"kind": "split_confirm", "rule": rule, "lr": lrs, "seed": r["seed"]})
+                    lrs = {regime.body_group: r["trained_lrs"][regime.body_group] * factor, "head": read(curve)}
+                    record = {"kind": "split_confirm", "rule": rule, "lr": lrs, "seed": r["seed"]}
+                    todo.append({**record, "options": {"body_factor": factor}} if factor != 1.0 else record)
         elif kind == "probe":
             from score_suggestions import suggestion_of
 
@@ -243,14 +249,17 @@ def main(argv: list[str] | None = None) -> int:
             "split_beside",
             "split_held",
             "split_confirm",
+            "split_body_third",
             "probe",
         ],
     )
     parser.add_argument("--rule", default=None, help="the rule whose suggestions `confirm` trains at")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do, and stop")
     args = parser.parse_args(argv)
-    if {"confirm", "split_confirm"} & set(args.kinds) and not args.rule:
-        parser.error("--kinds confirm and split_confirm need --rule NAME (see scripts/score_suggestions.py)")
+    if {"confirm", "split_confirm", "split_body_third"} & set(args.kinds) and not args.rule:
+        parser.error(
+            "--kinds confirm, split_confirm and split_body_third need --rule NAME (see scripts/score_suggestions.py)"
+        )
     torch.set_num_threads(2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -126,7 +126,22 @@ def test_groups_auto_shows_the_one_group_default_trained_at_its_rate_beside_the_
             "cost_steps": 300,
         }
     )
-    rows = [line for line in S.groups_auto(records, steps=10).splitlines() if line.startswith("| one group")]
+    records.append(  # the split run's body at a third of its rate, the head by probe
+        {
+            "kind": "split_confirm",
+            "rule": "probe",
+            "lr": {"body": 2e-4 / 3, "head": 5e-2},
+            "seed": 0,
+            "options": {"body_factor": 1 / 3},
+            "eval_loss": 1.15,
+        }
+    )
+    table = S.groups_auto(records, steps=10).splitlines()
+    third = [line for line in table if line.startswith("| split, body x 0.333, head by probe | 0 |")]
+    assert third == [
+        "| split, body x 0.333, head by probe | 0 | 6.67e-05 | 5.00e-02 | 1.1500 | yes | yes | 300 (2.500) |"
+    ]
+    rows = [line for line in table if line.startswith("| one group")]
     assert rows == [
         "| one group, trough (no groups) | 0 | 3.00e-04 | 3.00e-04 | 1.1000 | yes | no | 270 (2.250) |",
         "| one group, trough (no groups) | 1 | 4.00e-04 | 4.00e-04 | 1.4000 | no | no | 280 (2.333) |",
