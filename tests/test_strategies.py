@@ -20,13 +20,19 @@ def test_joint_suggestions_scale_with_group_ratio():
         assert result.suggestions["body"][method] == pytest.approx(head * 0.1)
 
 
-def test_sequential_phases_apply_the_right_rates_and_restore():
+def warmed_two_groups(ratio):
+    """A (body, head) model after one training step, its state then, and a step that records each call's lrs."""
     model = tiny_model()
-    opt = two_group_optimizer(model, ratio=1.0, names=["body", "head"])
+    opt = two_group_optimizer(model, ratio=ratio, names=["body", "head"])
     warm, _ = make_step(model, opt, seed=3)
     warm()
     before = state_of(model, opt)
     step, calls = make_step(model, opt)
+    return model, opt, before, step, calls
+
+
+def test_sequential_phases_apply_the_right_rates_and_restore():
+    model, opt, before, step, calls = warmed_two_groups(ratio=1.0)
     config = LRFinderConfig(num_steps=30, end_lr=1.0, diverge_threshold=None)
     result = sequential_range_test(step, model, opt, config, warmup_steps=5, progress=False)
     head_lr = result.metadata["head_lr"]["head"]
@@ -97,12 +103,7 @@ def test_sequential_with_no_rule_for_the_head_raises_and_restores():
 
 
 def test_split_sweeps_everything_at_one_rate_then_the_head_alone_and_restores():
-    model = tiny_model()
-    opt = two_group_optimizer(model, ratio=0.1, names=["body", "head"])  # the ratio is not read by the joint phase
-    warm, _ = make_step(model, opt, seed=3)
-    warm()
-    before = state_of(model, opt)
-    step, calls = make_step(model, opt)
+    model, opt, before, step, calls = warmed_two_groups(ratio=0.1)  # the ratio is not read by the joint phase
     config = LRFinderConfig(num_steps=30, end_lr=1.0, diverge_threshold=None, num_sweeps=3)
     result = split_range_test(step, model, opt, config, progress=False)
     sweep = [1e-7 * (1.0 / 1e-7) ** (i / 30) for i in range(30)]
@@ -294,12 +295,7 @@ def test_the_progress_bar_shows_the_swept_groups_lr(monkeypatch):
 
 def _split_restored(**phases):
     """A 3-sweep, 30-step split run on a warmed two-group model, checked to restore it: its result and every step's lrs."""
-    model = tiny_model()
-    opt = two_group_optimizer(model, ratio=0.1, names=["body", "head"])
-    warm, _ = make_step(model, opt, seed=3)
-    warm()
-    before = state_of(model, opt)
-    step, calls = make_step(model, opt)
+    model, opt, before, step, calls = warmed_two_groups(ratio=0.1)
     config = LRFinderConfig(num_steps=30, end_lr=1.0, diverge_threshold=None, num_sweeps=3)
     result = split_range_test(step, model, opt, config, progress=False, **phases)
     assert_same_state(before, state_of(model, opt))
