@@ -6,6 +6,8 @@
 - `package_task()`: a 3-class task built the same way from the installed numpy, torch and transformers, labelled by
   package (their text depends on their versions), the classes cut to the smallest's size (every k-th text); held out
   as above. Added after every rule and factor was fixed, as a fine-tune none of them was chosen on.
+- `hf_package_task()`: the same from the installed datasets, accelerate and peft: a second held-out fine-tune, added
+  to judge the lead read off the first one's grids (a pretrained body at a third of the split strategy's rate).
 - `python_docs_text()`: the Python language reference and library topics of `pydoc_data.topics` (about 465,000
   characters), one topic per text, in key order; the last tenth of the topics is held out.
 """
@@ -82,6 +84,24 @@ PACKAGES = {
     ],
 }  # fmt: skip
 
+HF_PACKAGES = {
+    "datasets": [
+        "datasets.arrow_dataset", "datasets.load", "datasets.features.features", "datasets.dataset_dict",
+        "datasets.info", "datasets.iterable_dataset", "datasets.splits", "datasets.builder",
+    ],
+    "accelerate": [
+        "accelerate.accelerator", "accelerate.utils.operations", "accelerate.state", "accelerate.big_modeling",
+        "accelerate.data_loader", "accelerate.utils.dataclasses", "accelerate.utils.modeling", "accelerate.optimizer",
+        "accelerate.hooks", "accelerate.utils.other", "accelerate.tracking", "accelerate.utils.fsdp_utils",
+    ],
+    "peft": [
+        "peft.peft_model", "peft.tuners.lora.model", "peft.tuners.lora.layer", "peft.config", "peft.mapping",
+        "peft.utils.other", "peft.tuners.tuners_utils", "peft.utils.save_and_load", "peft.tuners.lora.config",
+        "peft.tuners.ia3.layer", "peft.tuners.adalora.layer", "peft.tuners.loha.layer", "peft.utils.integrations",
+        "peft.tuners.lora.variants", "peft.tuners.oft.layer", "peft.tuners.boft.layer", "peft.mixed_model",
+    ],
+}  # fmt: skip
+
 
 def _labelled(
     groups: dict[str, list[str]], balance: bool = False
@@ -110,6 +130,16 @@ def package_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     with warnings.catch_warnings():  # deprecated modules warn on import
         warnings.simplefilter("ignore")
         return _labelled(PACKAGES, balance=True)
+
+
+@functools.cache
+def hf_package_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """`(train, eval)` lists of `(text, label)`, labelled by package (datasets, accelerate, peft)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _labelled(HF_PACKAGES, balance=True)
 
 
 @functools.cache

@@ -8,7 +8,7 @@ import functools
 import torch
 
 from .common import Regime, endless, half_decades
-from .data import docstring_task, package_task, python_docs_text
+from .data import docstring_task, hf_package_task, package_task, python_docs_text
 
 BATCH_SIZE = 16
 
@@ -27,7 +27,7 @@ def _minilm_tokenizer():
     return AutoTokenizer.from_pretrained(_minilm_path())
 
 
-TASKS = {"docstrings": docstring_task, "packages": package_task}
+TASKS = {"docstrings": docstring_task, "packages": package_task, "hf_packages": hf_package_task}
 
 
 @functools.cache
@@ -221,6 +221,19 @@ MINILM_PKG = Regime(
     pairs=[(b, h) for b in (10**-4.5, 1e-4, 10**-3.5) for h in half_decades(-3, 0)],
 )
 
+MINILM_HF = Regime(
+    name="minilm_hf",
+    description="second held-out fine-tune: pretrained MiniLM-L6 + new 3-class head, datasets/accelerate/peft "
+    "docstrings by package, 80 steps of 16",
+    steps=80,
+    grid=half_decades(-5, -2),  # a first pass, extended and refined by `suggestion_bench.py`
+    build_model=functools.partial(_minilm_classifier, num_labels=3),
+    train_batches=functools.partial(_docstring_train, task="hf_packages"),
+    eval_batches=functools.partial(_docstring_eval, "hf_packages"),
+    # built to judge the lead read off minilm_pkg's grids (the body at a third of the split strategy's rate): split
+    # runs trained at the default and at the lead, one-group trough, the single-rate grid; no (body, head) pairs yet
+)
+
 GPT2_SCRATCH = Regime(
     name="gpt2_scratch",
     description="from scratch: GPT-2 (4 layers, 128 wide, 0.8M) on the Python docs, 200 steps of 16x64 tokens",
@@ -269,5 +282,14 @@ OTHER_OPTIMIZERS = [
 
 REGIMES = {
     r.name: r
-    for r in (MINILM_CLS, MINILM_LORA, MINILM_MLM, GPT2_SCRATCH, BERT_MLM_SCRATCH, *OTHER_OPTIMIZERS, MINILM_PKG)
+    for r in (
+        MINILM_CLS,
+        MINILM_LORA,
+        MINILM_MLM,
+        GPT2_SCRATCH,
+        BERT_MLM_SCRATCH,
+        *OTHER_OPTIMIZERS,
+        MINILM_PKG,
+        MINILM_HF,
+    )
 }
