@@ -453,15 +453,22 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
     """
     grid = pair_grid(records, body)
     runs, best, band, head = grid["runs"], grid["best"], grid["band"], grid["head"]
-    lo, hi = head["window"]
+    paired = any(r["kind"] == "pair" for r in records)  # without pairs, no head window: only the single rates
+    lo, hi = head["window"] if paired else (math.nan, math.nan)
     grid_steps = sum(len(v) for v in runs.values()) * steps
     opened = [side for side, o in zip(("below", "above"), head["open"]) if o]
-    lines = [
-        f"Grid: {len(runs)} ({body}, head) settings at 3 seeds ({grid_steps:,} optimizer steps); best pair {body} "
-        f"{best[0]:.3g}, head {best[1]:.3g}: mean eval loss {grid['means'][best]:.4f}, pooled sd {grid['sd']:.4f}, "
-        f"tie band <= {band:.4f}. Head window at {body} {best[0]:.3g}: {lo:.3g} .. {hi:.3g}"
+    window = (
+        f"Head window at {body} {best[0]:.3g}: {lo:.3g} .. {hi:.3g}"
         + (f" (open {' and '.join(opened)}: the grid's edge)" if opened else "")
-        + ".",
+        if paired
+        else "No (body, head) pairs: the band is the single-rate grid's, and no head window is measured"
+    )
+    lines = [
+        (
+            f"Grid: {len(runs)} ({body}, head) settings at 3 seeds ({grid_steps:,} optimizer steps); best pair "
+            f"{body} {best[0]:.3g}, head {best[1]:.3g}: mean eval loss {grid['means'][best]:.4f}, pooled sd "
+            f"{grid['sd']:.4f}, tie band <= {band:.4f}. {window}."
+        ),
         "",
         f"| strategy | seed | {body} lr | head lr | eval loss | in the tie band | head in its window | finder steps (x grid) |",
         "|---|---|---|---|---|---|---|---|",
@@ -491,7 +498,7 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
             loss = r["eval_loss"]
             inside = "yes" if loss is not None and loss <= band else "no"
             lrs = r["trained_lrs"]
-            in_head = "yes" if lo <= lrs["head"] <= hi else "no"
+            in_head = "-" if not paired else "yes" if lo <= lrs["head"] <= hi else "no"
             cost = f"{r['cost_steps']} ({r['cost_steps'] / grid_steps:.3f})"
             shown = "diverged" if loss is None else f"{loss:.4f}"
             lines.append(
@@ -505,7 +512,7 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
             lines.append(
                 f"| {strategy}: spread | | {spreads[body]:.2f}x | {spreads['head']:.2f}x | | "
                 f"{sum(r['eval_loss'] is not None and r['eval_loss'] <= band for r in mine)}/{len(mine)} | "
-                f"{sum(lo <= r['trained_lrs']['head'] <= hi for r in mine)}/{len(mine)} | |"
+                + (f"{sum(lo <= r['trained_lrs']['head'] <= hi for r in mine)}/{len(mine)} | |" if paired else "- | |")
             )
     return "\n".join(lines)
 

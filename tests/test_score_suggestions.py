@@ -149,6 +149,25 @@ def test_groups_auto_shows_the_one_group_default_trained_at_its_rate_beside_the_
     ]
 
 
+def test_groups_auto_without_pairs_judges_against_the_single_rate_band_and_claims_no_head_window():
+    records = grid({1e-4: 2.0, 1e-3: 1.5})  # best 1e-3: band 1.5 + 2 * 0.1
+    records.append(
+        {
+            "kind": "auto",
+            "seed": 0,
+            "options": {"strategy": "split"},
+            "trained_lrs": {"body": 2e-4, "head": 5e-2},
+            "eval_loss": 1.65,
+            "cost_steps": 300,
+        }
+    )
+    table = S.groups_auto(records, steps=10).splitlines()
+    assert table[0].endswith(
+        "No (body, head) pairs: the band is the single-rate grid's, and no head window is measured."
+    )
+    assert "| split, head by trough | 0 | 2.00e-04 | 5.00e-02 | 1.6500 | yes | - | 300 (5.000) |" in table
+
+
 def test_the_grid_is_extended_while_its_best_is_at_an_end_then_refined_beside_it(monkeypatch):
     import suggestion_bench as B
     from suggestbench.common import half_decades
