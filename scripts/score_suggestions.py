@@ -423,7 +423,9 @@ def head_factors(regimes: Sequence[str]) -> str:
 
 
 def _has_split(regime: str) -> bool:
-    return any(_strategy(r) == "split" for r in load(os.path.join(DATA_DIR, f"{regime}.jsonl")))
+    """Split runs and (body, head) pairs to judge their head curves by (minilm_hf has the runs, not the pairs)."""
+    records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
+    return any(_strategy(r) == "split" for r in records) and any(r["kind"] == "pair" for r in records)
 
 
 ONE_GROUP = "one group, trough (no groups)"
@@ -833,8 +835,10 @@ def main(argv: list[str] | None = None) -> int:
 
             body = REGIMES[regime].body_group
             print(f"\n{regime}, groups='auto':\n" + groups_auto(records, REGIMES[regime].steps, body))
-            for strategy in ("sequential", "split", BESIDE, HELD):
-                if any(_strategy(r) == strategy and "curves" in r for r in records):
+            for strategy in ("sequential", "split", BESIDE, HELD):  # head curves need a head window: pairs
+                if any(_strategy(r) == strategy and "curves" in r for r in records) and any(
+                    r["kind"] == "pair" for r in records
+                ):
                     print(
                         f"\n{regime}, rules on the head curves of {strategy}:\n" + head_rules(records, strategy, body)
                     )
