@@ -104,6 +104,18 @@ def test_pair_grid_finds_the_best_pair_and_the_head_window_at_its_body_rate():
     assert math.log10(lo) == pytest.approx(-2 - 0.25) and math.log10(hi) == pytest.approx(-1 + 1 / 11)
 
 
+def split_run(eval_loss):
+    """A cached groups="auto" split run at seed 0, trained at body 2e-4 and head 5e-2, its finder at 300 steps."""
+    return {
+        "kind": "auto",
+        "seed": 0,
+        "options": {"strategy": "split"},
+        "trained_lrs": {"body": 2e-4, "head": 5e-2},
+        "eval_loss": eval_loss,
+        "cost_steps": 300,
+    }
+
+
 def test_groups_auto_shows_the_one_group_default_trained_at_its_rate_beside_the_split_runs():
     records = grid({1e-4: 2.0, 1e-3: 1.5})
     records += [
@@ -116,16 +128,7 @@ def test_groups_auto_shows_the_one_group_default_trained_at_its_rate_beside_the_
         {"kind": "confirm", "rule": "trough", "lr": lr, "seed": seed, "eval_loss": loss}
         for seed, lr, loss in ((0, 3e-4, 1.1), (1, 4e-4, 1.4))
     ]
-    records.append(
-        {
-            "kind": "auto",
-            "seed": 0,
-            "options": {"strategy": "split"},
-            "trained_lrs": {"body": 2e-4, "head": 5e-2},
-            "eval_loss": 1.05,
-            "cost_steps": 300,
-        }
-    )
+    records.append(split_run(eval_loss=1.05))
     records.append(  # the split run's body at a third of its rate, the head by probe
         {
             "kind": "split_confirm",
@@ -151,16 +154,7 @@ def test_groups_auto_shows_the_one_group_default_trained_at_its_rate_beside_the_
 
 def test_groups_auto_without_pairs_judges_against_the_single_rate_band_and_claims_no_head_window():
     records = grid({1e-4: 2.0, 1e-3: 1.5})  # best 1e-3: band 1.5 + 2 * 0.1
-    records.append(
-        {
-            "kind": "auto",
-            "seed": 0,
-            "options": {"strategy": "split"},
-            "trained_lrs": {"body": 2e-4, "head": 5e-2},
-            "eval_loss": 1.65,
-            "cost_steps": 300,
-        }
-    )
+    records.append(split_run(eval_loss=1.65))
     table = S.groups_auto(records, steps=10).splitlines()
     assert table[0].endswith(
         "No (body, head) pairs: the band is the single-rate grid's, and no head window is measured."
