@@ -422,10 +422,15 @@ def head_factors(regimes: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _has_pairs(records: Sequence[dict]) -> bool:
+    """(body, head) pairs: what a head window is drawn from (minilm_hf has split runs, not pairs)."""
+    return any(r["kind"] == "pair" for r in records)
+
+
 def _has_split(regime: str) -> bool:
-    """Split runs and (body, head) pairs to judge their head curves by (minilm_hf has the runs, not the pairs)."""
+    """Split runs and the (body, head) pairs to judge their head curves by."""
     records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
-    return any(_strategy(r) == "split" for r in records) and any(r["kind"] == "pair" for r in records)
+    return any(_strategy(r) == "split" for r in records) and _has_pairs(records)
 
 
 ONE_GROUP = "one group, trough (no groups)"
@@ -455,7 +460,7 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
     """
     grid = pair_grid(records, body)
     runs, best, band, head = grid["runs"], grid["best"], grid["band"], grid["head"]
-    paired = any(r["kind"] == "pair" for r in records)  # without pairs, no head window: only the single rates
+    paired = _has_pairs(records)  # without pairs, no head window: only the single rates
     lo, hi = head["window"] if paired else (math.nan, math.nan)
     grid_steps = sum(len(v) for v in runs.values()) * steps
     opened = [side for side, o in zip(("below", "above"), head["open"]) if o]
@@ -836,9 +841,7 @@ def main(argv: list[str] | None = None) -> int:
             body = REGIMES[regime].body_group
             print(f"\n{regime}, groups='auto':\n" + groups_auto(records, REGIMES[regime].steps, body))
             for strategy in ("sequential", "split", BESIDE, HELD):  # head curves need a head window: pairs
-                if any(_strategy(r) == strategy and "curves" in r for r in records) and any(
-                    r["kind"] == "pair" for r in records
-                ):
+                if _has_pairs(records) and any(_strategy(r) == strategy and "curves" in r for r in records):
                     print(
                         f"\n{regime}, rules on the head curves of {strategy}:\n" + head_rules(records, strategy, body)
                     )

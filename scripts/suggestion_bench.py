@@ -10,18 +10,19 @@ on the same machine, Python and package versions; see docs/suggestions.md).
 
 Kinds: `sweep` (one sweep, the range test of the fastai era: `num_sweeps=1`, 5 seeds), `sweep3` (hf_lrfind's default
 range test: 3 sweeps averaged, 5 seeds), `sweep6` (6 sweeps averaged, 5 seeds: twice the tokens per rate of the
-default, the first three its sweeps again), `sweep_swap` (3 sweeps of seed 2's model on seed 0's batches, and of seed
-0's on seed 2's), `grid` (every grid rate at 3 seeds), `confirm` (train at the `--rule` suggestion of the cached
-sweeps of the grid's seeds), `pairs` (the regime's (body, head) peak-rate pairs at 3 seeds),
-`auto` (`groups="auto"` with the sequential strategy at the grid's seeds, trained at its per-group `trough`
-suggestions), `split` (the same with `strategy="split"`, at the 5 sweep seeds), `split_beside` (the split strategy
-with the body trained at its suggestion during the head's sweep, `head_phase="beside"`), `split_held` (the head swept
-first, then the body with the head held at its `probe` suggestion, `body_phase="held"`, 5 seeds, trained at the
-groups' default rules), `split_confirm` (train at the split runs' body rate and the `--rule` suggestion read on their
-cached head curves), `split_body_third` (the same with a pretrained body at a third of that rate: the lead of
-docs/suggestions.md's "Why no reading of these curves can fix it"; not for LoRA adapters), `probe` (the trials of the confirmation phase, `confirm_steps`: short trainings of half the
-budget, the schedule's shape compressed to them, at `PROBE_FACTORS` times each sweep seed's `trough` suggestion, on the
-batches that follow the seed's sweeps, as the library's trials; every step's loss kept).
+default, the first three its sweeps again), `sweep_swap` (3 sweeps of seed 2's model on seed 0's batches, and of
+seed 0's on seed 2's), `grid` (every grid rate at 3 seeds), `confirm` (train at the `--rule` suggestion of the
+cached sweeps of the grid's seeds), `pairs` (the regime's (body, head) peak-rate pairs at 3 seeds), `auto`
+(`groups="auto"` with the sequential strategy at the grid's seeds, trained at its per-group `trough` suggestions),
+`split` (the same with `strategy="split"`, at the 5 sweep seeds), `split_beside` (the split strategy with the body
+trained at its suggestion during the head's sweep, `head_phase="beside"`), `split_held` (the head swept first, then
+the body with the head held at its `probe` suggestion, `body_phase="held"`, 5 seeds, trained at the groups' default
+rules), `split_confirm` (train at the split runs' body rate and the `--rule` suggestion read on their cached head
+curves), `split_body_third` (the same with a pretrained body at a third of that rate: the lead of
+docs/suggestions.md's "Why no reading of these curves can fix it"; not for LoRA adapters), `probe` (the trials of
+the confirmation phase, `confirm_steps`: short trainings of half the budget, the schedule's shape compressed to
+them, at `PROBE_FACTORS` times each sweep seed's `trough` suggestion, on the batches that follow the seed's sweeps,
+as the library's trials; every step's loss kept).
 """
 
 from __future__ import annotations

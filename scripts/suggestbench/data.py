@@ -122,24 +122,24 @@ def _labelled(
     return [r for i, r in enumerate(rows) if i % 5], [r for i, r in enumerate(rows) if i % 5 == 0]
 
 
-@functools.cache
-def package_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """`(train, eval)` lists of `(text, label)`, labelled by package (numpy, torch, transformers)."""
+def _by_package(packages: dict[str, list[str]]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     import warnings
 
     with warnings.catch_warnings():  # deprecated modules warn on import
         warnings.simplefilter("ignore")
-        return _labelled(PACKAGES, balance=True)
+        return _labelled(packages, balance=True)
+
+
+@functools.cache
+def package_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """`(train, eval)` lists of `(text, label)`, labelled by package (numpy, torch, transformers)."""
+    return _by_package(PACKAGES)
 
 
 @functools.cache
 def hf_package_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """`(train, eval)` lists of `(text, label)`, labelled by package (datasets, accelerate, peft)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _labelled(HF_PACKAGES, balance=True)
+    return _by_package(HF_PACKAGES)
 
 
 @functools.cache
