@@ -231,7 +231,9 @@ MINILM_HF = Regime(
     train_batches=functools.partial(_docstring_train, task="hf_packages"),
     eval_batches=functools.partial(_docstring_eval, "hf_packages"),
     # built to judge the lead read off minilm_pkg's grids (the body at a third of the split strategy's rate): split
-    # runs trained at the default and at the lead, one-group trough, the single-rate grid; no (body, head) pairs yet
+    # runs trained at the default and at the lead, one-group trough, the single-rate grid, and then (body, head)
+    # pairs as minilm_pkg's, run after all of those (bodies a half decade either side of 1e-4, heads 1e-3 to 1)
+    pairs=[(b, h) for b in (10**-4.5, 1e-4, 10**-3.5) for h in half_decades(-3, 0)],
 )
 
 GPT2_SCRATCH = Regime(
