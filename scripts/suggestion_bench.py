@@ -185,10 +185,12 @@ def run(record: dict, regime_name: str) -> dict:
     start = time.perf_counter()
     if record["kind"] == "auto":  # groups="auto" as a user runs it, then training at its per-group suggestions
         options = dict(record["options"])
-        # the phases are options of split_range_test that range_test does not take: set for this run only
+        # the phases are options of split_range_test that range_test does not take: set for this run only; the body
+        # read with trough, as every cached run was (before `pretrained` became the body's default; split_body_third
+        # trains at the rate it now gives)
         phases = {k: options.pop(k) for k in ("head_phase", "body_phase") if k in options}
         defaults = dict(split_range_test.__kwdefaults__)
-        split_range_test.__kwdefaults__.update(phases)
+        split_range_test.__kwdefaults__.update(phases, body_method="trough")
         try:
             result = common.sweep(regime, record["seed"], **options)
         finally:

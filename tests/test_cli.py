@@ -122,7 +122,7 @@ def test_groups_auto_on_a_classifier_sweeps_the_model_then_the_head(tmp_path, to
     assert re.search(r"^head ", out, re.M) and re.search(r"^body ", out, re.M)
     lines = out.splitlines()
     assert lines[0].startswith("lr_find: use lr ") and " for head (probe, the default rule); " in lines[0]
-    assert " for body (trough, the default rule); " in lines[1]
+    assert " for body (pretrained, the default rule); " in lines[1]
     assert lines[2].startswith("  every group at one rate, read for body: 2 sweeps from the same start")
     one_sweep = r"1 sweep, (all 12 steps recorded|\d+ of 12 steps recorded: it stopped when the loss diverged)"
     assert re.fullmatch(rf"  head alone, the rest held still: {one_sweep}", lines[3])

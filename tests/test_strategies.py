@@ -117,15 +117,23 @@ def test_split_sweeps_everything_at_one_rate_then_the_head_alone_and_restores():
     assert result.metadata["num_sweeps"] == 2  # the body's curve: the mean of the two joint sweeps
     assert len(result.metadata["sweep_losses"]["body"]) == 2
     assert result.losses["head"] != result.losses["body"]
-    assert result.metadata["default_rules"] == {"head": "probe"}  # the head's curve is read with probe ...
-    assert result.suggestion(group="head") == result.suggestions["head"]["probe"]
+    assert result.metadata["default_rules"] == {"body": "pretrained", "head": "probe"}
+    assert result.metadata["head_groups"] == ["head"]
+    assert result.suggestion(group="head") == result.suggestions["head"]["probe"]  # the head's curve read with probe
     assert result.suggestions["head"]["probe"] == pytest.approx(result.suggestions["head"]["minimum"] / 3)
-    assert result.suggestion(group="body") == result.suggestions["body"]["trough"]  # ... the body's with trough
-    assert "probe" not in result.suggestions["body"]  # the head's rule, not run on the other groups' curve
+    body = result.suggestions["body"]
+    assert result.suggestion(group="body") == body["pretrained"] == body["trough"] * (1 / 3)  # the body's: pretrained
+    assert "probe" not in body and "pretrained" not in result.suggestions["head"]  # each rule on its own groups only
     summary = result.summary()
-    assert " for head (probe, the default rule); " in summary and " for body (trough, the default rule); " in summary
+    assert (
+        " for head (probe, the default rule); " in summary and " for body (pretrained, the default rule); " in summary
+    )
     assert "every group at one rate, read for body: 2 sweeps from the same start" in summary
     assert "head alone, the rest held still: 1 sweep" in summary
+    # a result saved before `head_groups` was recorded (a default rule for the head only) reads the same
+    result.metadata.pop("head_groups")
+    result.metadata["default_rules"] = {"head": "probe"}
+    assert result.summary().splitlines()[2:4] == summary.splitlines()[2:4]
     assert_same_state(before, state_of(model, opt))
 
 
@@ -142,7 +150,9 @@ def test_split_body_curve_is_the_one_group_range_test():
     split = run(split_range_test, num_sweeps=3)
     one_group = run(range_test, num_sweeps=2)
     assert split.losses["body"] == one_group.losses["body"]
-    assert split.suggestions["body"] == one_group.suggestions["body"]
+    body = dict(split.suggestions["body"])
+    assert body.pop("pretrained") == one_group.suggestions["body"]["trough"] * (1 / 3)  # a third of the one-group rate
+    assert body == one_group.suggestions["body"]  # every other rule as the one-group range test reads it
 
 
 def test_split_runs_the_heads_rule_when_suggest_leaves_it_out_and_a_chosen_one_when_it_is_run():
@@ -152,16 +162,31 @@ def test_split_runs_the_heads_rule_when_suggest_leaves_it_out_and_a_chosen_one_w
     config = LRFinderConfig(num_steps=20, end_lr=1.0, num_sweeps=2, suggest=["valley", "trough"])
     result = split_range_test(step, model, opt, config, progress=False)
     assert list(result.suggestions["head"]) == ["valley", "trough", "probe"] and result.default_rule("head") == "probe"
-    assert list(result.suggestions["body"]) == ["valley", "trough"] and result.default_rule("body") == "valley"
+    body = list(result.suggestions["body"])
+    assert body == ["valley", "trough", "pretrained"] and result.default_rule("body") == "pretrained"
     assert result.metadata["cost_steps"] == 40  # num_sweeps=2: one sweep of the whole model, one of the head
-    chosen = split_range_test(step, model, opt, config, head_method="trough", progress=False)
+    chosen = split_range_test(step, model, opt, config, head_method="trough", body_method="valley", progress=False)
     assert list(chosen.suggestions["head"]) == ["valley", "trough"] and chosen.default_rule("head") == "trough"
+    assert list(chosen.suggestions["body"]) == ["valley", "trough"] and chosen.default_rule("body") == "valley"
+
+
+def test_split_reads_lora_adapters_with_the_first_rule_and_a_pretrained_body_with_its_own():
+    """Adapters are new weights: the first rule of `suggest` (trough), not the pretrained body's rule."""
+    model = tiny_model()
+    opt = two_group_optimizer(model, ratio=1.0, names=["adapter", "head"])
+    step, _ = make_step(model, opt)
+    result = split_range_test(step, model, opt, LRFinderConfig(num_steps=20, end_lr=1.0), progress=False)
+    assert result.metadata["default_rules"] == {"adapter": "trough", "head": "probe"}
+    assert list(result.suggestions["adapter"]) == ["trough", "valley", "slide", "steep", "minimum"]
+    assert result.suggestion(group="adapter") == result.suggestions["adapter"]["trough"]
+    assert " for adapter (trough, the default rule); " in result.summary()
 
 
 @pytest.mark.parametrize(
     "option, message",
     [
         ({"head_method": "lowest"}, r"head_method \('lowest'\) must be one of the rules the sweep runs"),
+        ({"body_method": "lowest"}, r"body_method \('lowest'\) must be one of the rules the sweep runs"),
         ({"head_phase": "frozen"}, r"head_phase \('frozen'\) must be one of \('alone', 'beside'\)"),
         ({"body_phase": "first"}, r"body_phase \('first'\) must be one of \('together', 'held'\)"),
         ({"head_phase": "beside", "body_phase": "held"}, r"choose one"),
@@ -307,7 +332,7 @@ SWEEP_30 = [1e-7 * (1.0 / 1e-7) ** (i / 30) for i in range(30)]
 
 def test_split_beside_sweeps_the_head_with_the_rest_training_at_its_suggestion_and_restores():
     result, calls = _split_restored(head_phase="beside")
-    body_lr = result.suggestions["body"]["trough"]  # the body curve is the joint sweeps' mean, as with "alone"
+    body_lr = result.suggestions["body"]["pretrained"]  # the body curve is the joint sweeps' mean, as with "alone"
     assert len(calls) == 90
     assert [c[1] for c in calls[60:]] == pytest.approx(SWEEP_30)  # the head swept over the whole range ...
     assert [c[0] for c in calls[60:]] == [body_lr] * 30  # ... the body training at its suggestion

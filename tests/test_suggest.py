@@ -23,6 +23,7 @@ from hf_lrfind.core.suggest import (
     SUGGESTERS,
     minimum,
     prepare_curve,
+    pretrained,
     probe,
     resolve_suggesters,
     slide,
@@ -322,6 +323,19 @@ def test_probe_hand_made():
     assert probe(LRS10[:5], [3, 2, 1, 1, 4]) == LRS10[2] / 30
 
 
+def test_pretrained_is_a_third_of_trough_to_the_bit():
+    # The centred mean (half width 2) of [6, 5, 4, 2, 1, 1, 1, 5, 6] bottoms out at index 4 (the window 4, 2, 1, 1, 1);
+    # the body's rule reads it at a third of trough's rate, as the benchmark trained it (times 1/3, not divided by 3).
+    losses = [6, 5, 4, 2, 1, 1, 1, 5, 6]
+    assert trough(LRS10[:9], losses) == LRS10[4] / 3
+    assert pretrained(LRS10[:9], losses) == trough(LRS10[:9], losses) * (1 / 3)
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        curve = realistic(rng, 100)
+        assert pretrained(fastai_lrs(100), curve) == trough(fastai_lrs(100), curve) * (1 / 3)
+    assert pretrained.uses_raw_losses
+
+
 def test_suggestions_are_plain_floats():
     for fn in SUGGESTERS.values():
         assert type(fn(fastai_lrs(40), realistic(np.random.default_rng(6), 40))) is float
@@ -343,6 +357,7 @@ def test_suggestions_are_plain_floats():
         ("steep", 0, 2, {}),
         ("minimum", 0, 1, {}),
         ("probe", 0, 1, {}),
+        ("pretrained", 0, 1, {}),
     ],
 )
 def test_too_short_curve_returns_none_and_warns(caplog, name, n_short, n_needed, kwargs):
@@ -497,8 +512,9 @@ def test_prepare_curve_rejects_mismatched_lengths():
 def test_default_suggester_is_trough_and_fastais_four_keep_their_names():
     assert DEFAULT_SUGGESTER == "trough"
     assert SUGGESTERS[DEFAULT_SUGGESTER] is trough
-    assert list(SUGGESTERS) == ["trough", "valley", "slide", "steep", "minimum", "probe"]
-    assert LRFinderConfig().suggest == ("trough", "valley", "slide", "steep", "minimum")  # probe: the head's rule
+    assert list(SUGGESTERS) == ["trough", "valley", "slide", "steep", "minimum", "probe", "pretrained"]
+    # probe and pretrained: the head's and the body's rules of the split strategy, run there
+    assert LRFinderConfig().suggest == ("trough", "valley", "slide", "steep", "minimum")
 
 
 def test_resolve_names_and_callables():
@@ -526,7 +542,7 @@ def test_resolve_names_and_callables():
 def test_resolve_unknown_name_raises():
     with pytest.raises(
         ValueError,
-        match=r"'vally'.*\['minimum', 'probe', 'slide', 'steep', 'trough', 'valley'\].*callable \(lrs, losses\)",
+        match=r"'vally'.*\['minimum', 'pretrained', 'probe', 'slide', 'steep', 'trough', 'valley'\].*callable \(lrs, losses\)",
     ):
         resolve_suggesters(["vally"])
 
@@ -541,7 +557,7 @@ def test_suggest_all_runs_every_method():
     rng = np.random.default_rng(9)
     lrs, losses = prepare_curve(fastai_lrs(100), realistic(rng, 100))
     got = suggest_all(lrs, losses, list(SUGGESTERS) + [lambda a, b: np.float32(0.5), lambda a, b: None])
-    assert got == {name: fn(lrs, losses) for name, fn in SUGGESTERS.items()} | {"custom_6": 0.5, "custom_7": None}
+    assert got == {name: fn(lrs, losses) for name, fn in SUGGESTERS.items()} | {"custom_7": 0.5, "custom_8": None}
     assert all(type(v) is float for v in list(got.values())[:6])
 
 

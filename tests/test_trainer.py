@@ -267,7 +267,7 @@ def test_callback_train_with_groups_trains_each_group_at_its_suggestion(tmp_path
     expected = {g: finder.result.suggestion(group=g) for g in ("head", "body")}  # each group's default rule
     assert expected == {
         "head": finder.result.suggestions["head"]["probe"],
-        "body": finder.result.suggestions["body"]["trough"],
+        "body": finder.result.suggestions["body"]["pretrained"],
     }
     assert seen and all(s == expected for s in seen)  # the schedule's peak per group
     assert trainer.state.global_step == 6

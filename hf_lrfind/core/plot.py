@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from .result import LRFinderResult
 
-_MARKERS = {"trough": "D", "valley": "o", "slide": "s", "steep": "^", "minimum": "v", "probe": "P"}
+_MARKERS = {"trough": "D", "valley": "o", "slide": "s", "steep": "^", "minimum": "v", "probe": "P", "pretrained": "X"}
 
 
 def _distinct_groups(result: LRFinderResult) -> dict[str, list[str]]:

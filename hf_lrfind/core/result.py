@@ -79,8 +79,8 @@ class LRFinderResult:
     def default_rule(self, group: str) -> str | None:
         """
         The rule a group's suggestion is read with when none is named: the strategy's choice for that group where it
-        made one (`metadata["default_rules"]`: the split strategy reads the head with `probe`), else the first rule
-        the sweep ran (`"trough"` unless `suggest` said otherwise).
+        made one (`metadata["default_rules"]`: the split strategy reads the head with `probe` and a pretrained body
+        with `pretrained`), else the first rule the sweep ran (`"trough"` unless `suggest` said otherwise).
         """
         chosen = self.metadata.get("default_rules", {}).get(group)
         if chosen is not None and chosen in self.suggestions.get(group, {}):
@@ -93,7 +93,8 @@ class LRFinderResult:
 
         Args:
             method (`str`, *optional*): a method the sweep ran; defaults to the group's default rule (see
-                [`~LRFinderResult.default_rule`]: `"trough"`, or `"probe"` for the head of a split sweep).
+                [`~LRFinderResult.default_rule`]: `"trough"`; `"probe"` and `"pretrained"` for the head and
+                the body of a split sweep).
             group (`str`, *optional*): the group; may be left out when the result has a single group.
 
         Raises:
@@ -142,8 +143,8 @@ class LRFinderResult:
             target (`transformers.Trainer` or `torch.optim.Optimizer`):
                 A Trainer (see [`hf_lrfind.apply_result`]), or the optimizer of your own loop, as
                 `accelerator.prepare` returned it or plain: each param group's rate is set.
-            method (`str`, *optional*): the rule; defaults to each group's default rule (`"trough"`, or `"probe"`
-                for the head of a split sweep).
+            method (`str`, *optional*): the rule; defaults to each group's default rule (`"trough"`; `"probe"` and
+                `"pretrained"` for the head and the body of a split sweep).
             scheduler (*optional*): the loop's LR scheduler (accelerate's `AcceleratedScheduler` or a torch one,
                 such as transformers' `get_linear_schedule_with_warmup`): its base rates are set too, so that the
                 schedule peaks at the suggestion. Without it a scheduler made later starts from the rates set.

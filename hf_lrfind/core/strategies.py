@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("joint", "split", "sequential")
 HEAD_PHASES = ("alone", "beside")
 BODY_PHASES = ("together", "held")
+NEW_GROUPS = (
+    "adapter",
+)  # groups of new weights besides the head (LoRA adapters), read with the first rule of `suggest`
 
 
 def joint_range_test(
@@ -53,11 +56,11 @@ def _first_suggestion(suggestions: Mapping[str, float | None], method: str, grou
     )
 
 
-def _held_rates(curve: Any, groups: Sequence[str], config: LRFinderConfig, method: str) -> dict[str, float]:
-    """Each of `groups`' `method` suggestion on `curve`, the rate a later phase holds it at (the curve's warnings are
-    left to the final result)."""
-    result = build_result({n: curve for n in groups}, config, log_warnings=False)
-    return {n: _first_suggestion(result.suggestions[n], method, n) for n in groups}
+def _held_rates(curve: Any, methods: Mapping[str, str], config: LRFinderConfig) -> dict[str, float]:
+    """Each group's suggestion on `curve` by its rule in `methods` (group -> rule), the rate a later phase holds it at
+    (the curve's warnings are left to the final result)."""
+    result = build_result({n: curve for n in methods}, config, log_warnings=False)
+    return {n: _first_suggestion(result.suggestions[n], method, n) for n, method in methods.items()}
 
 
 def _hold(bounds: Sequence[tuple[float, float]], names: Sequence[str], rates: Mapping[str, float]):
@@ -100,6 +103,7 @@ def split_range_test(
     *,
     first: Sequence[str] = ("head",),
     head_method: str = "probe",
+    body_method: str = "pretrained",
     head_phase: str = "alone",
     body_phase: str = "together",
     scheduler: Any = None,
@@ -122,19 +126,22 @@ def split_range_test(
     optimizer steps with the defaults, as a one-group range test.
 
     The head's curve is read with `head_method` by default (`result.default_rule("head")`, also what `apply`,
-    `param_groups` and the callback use when no rule is named), run on the head's curve even when `suggest` leaves it
-    out; the other groups with the first rule of `suggest` (`trough`). `probe` (a third of fastai's `minimum`) put
-    the head inside its window at 15 of 15 seeds of the benchmark's three fine-tunes (5 each), where `minimum` was
-    above it at two and left three of five classifier trainings outside the tie band. On a held-out fine-tune built
-    after these choices (`minilm_pkg`) the split strategy's rates miss the tie band at 5 of 5 seeds, where one rate
-    for every group trains inside it at 3 of 3 (docs/suggestions.md, "Per group or one rate?").
+    `param_groups` and the callback use when no rule is named), the pretrained groups (every other group but LoRA
+    adapters) with `body_method`; each is run on its groups' curves even when `suggest` leaves it out. Adapters, new
+    weights, are read with the first rule of `suggest` (`trough`). `probe` (a third of fastai's `minimum`) put the
+    head inside its window at 15 of 15 seeds of the benchmark's three fine-tunes (5 each), where `minimum` was above
+    it at two. With the body at `pretrained` (a third of `trough`) the four full fine-tunes of the benchmark train
+    inside the tie band of their best (body, head) pair at 17 of 20 seeds, 5 of 5 on the one built after the rule was
+    read; with the body at `trough`, 11 of 20 and 2 of 5 (docs/suggestions.md, "The body's rule").
 
     Args:
         first (`Sequence[str]`, *optional*, defaults to `("head",)`): names of the groups swept in phase 2.
         head_method (`str`, *optional*, defaults to `"probe"`): the head's default rule: one the sweep runs, or a name
             from `SUGGESTERS`, which is then run on the head's curve only.
+        body_method (`str`, *optional*, defaults to `"pretrained"`): the default rule of the pretrained groups (all
+            but `first` and `adapter`), the same way; `"trough"` reads them as the one-group range test does.
         head_phase (`str`, *optional*, defaults to `"alone"`): `"alone"` holds every other group still during the
-            head's sweep; `"beside"` trains them at their own suggestion meanwhile. Measured on the classifier
+            head's sweep; `"beside"` trains them at their default rule's suggestion meanwhile. Measured on the classifier
             fine-tune, the `"beside"` curve reads the body's progress, not the head's rate (docs/suggestions.md).
         body_phase (`str`, *optional*, defaults to `"together"`): `"together"` sweeps the whole model at one rate for
             the other groups' curve (phase 1); `"held"` sweeps the head first, then the other groups with the head
@@ -143,12 +150,12 @@ def split_range_test(
             with `head_phase="beside"`.
 
     Returns:
-        [`LRFinderResult`] with one curve per group, `metadata["strategy"] == "split"` and
-        `metadata["default_rules"]` (the head's rule).
+        [`LRFinderResult`] with one curve per group, `metadata["strategy"] == "split"`, `metadata["default_rules"]`
+        (each group's rule) and `metadata["head_groups"]` (the `first` groups the optimizer has).
 
     Raises:
         ValueError: when the optimizer has no group named in `first`, or nothing else to sweep; an unknown
-            `head_method`, `head_phase` or `body_phase`, or both phases other than their defaults.
+            `head_method`, `body_method`, `head_phase` or `body_phase`, or both phases other than their defaults.
     """
     names, is_first = _head_and_rest(optimizer, config, first, "split")
     if head_phase not in HEAD_PHASES:
@@ -160,13 +167,17 @@ def split_range_test(
             "head_phase='beside' sweeps the head after the body and body_phase='held' before it: choose one."
         )
     rules = resolve_suggesters(config.suggest)
-    added = head_method not in rules
-    if added:  # the head's rule is run even when `suggest` does not name it, and shown for the head only
-        if head_method not in SUGGESTERS:
+    for option, method in (("head_method", head_method), ("body_method", body_method)):
+        if method not in rules and method not in SUGGESTERS:
             raise ValueError(
-                f"head_method ({head_method!r}) must be one of the rules the sweep runs ({list(rules)}) or of {sorted(SUGGESTERS)}."
+                f"{option} ({method!r}) must be one of the rules the sweep runs ({list(rules)}) or of {sorted(SUGGESTERS)}."
             )
-        config = dataclasses.replace(config, suggest=(*rules.values(), SUGGESTERS[head_method]))
+    chosen = {  # each group's default rule
+        n: head_method if n in first else next(iter(rules)) if n in NEW_GROUPS else body_method
+        for n in dict.fromkeys(names)
+    }
+    added = [m for m in dict.fromkeys(chosen.values()) if m not in rules]  # run, and shown for their groups only
+    config = dataclasses.replace(config, suggest=(*rules.values(), *(SUGGESTERS[m] for m in added)))
     together = [(config.start_lr, config.end_lr)] * len(names)
     alone = _ratio_bounds(config, [base_lr(g) for g in optimizer.param_groups], is_first)
     if snapshot is None:
@@ -178,7 +189,7 @@ def split_range_test(
             head_curve = sweep(
                 step_fn, optimizer, config, progress=progress, description="LR range test (head)", bounds=alone
             )
-            held = _held_rates(head_curve, [n for n, f in zip(names, is_first) if f], config, head_method)
+            held = _held_rates(head_curve, {n: m for n, m in chosen.items() if n in first}, config)
             together = _hold(together, names, held)
             restart(snapshot)
         for i in range(joint_sweeps):
@@ -188,7 +199,7 @@ def split_range_test(
             runs.append(sweep(step_fn, optimizer, config, progress=progress, description=description, bounds=together))
         body_curve = average_sweeps(runs, config.beta)
         if head_phase == "beside":  # the rest trains at its own suggestion while the head is swept
-            held = _held_rates(body_curve, [n for n, f in zip(names, is_first) if not f], config, next(iter(rules)))
+            held = _held_rates(body_curve, {n: m for n, m in chosen.items() if n not in first}, config)
             alone = _hold(alone, names, held)
         if body_phase == "together":
             restart(snapshot)
@@ -199,10 +210,10 @@ def split_range_test(
         snapshot.restore()
         snapshot.close()
     curves = {n: (head_curve if n in first else body_curve) for n in dict.fromkeys(names)}
-    default_rules = {n: head_method for n in dict.fromkeys(names) if n in first}
     meta = {
         "strategy": "split",
-        "default_rules": default_rules,
+        "default_rules": chosen,
+        "head_groups": [n for n in chosen if n in first],
         "head_phase": head_phase,
         "body_phase": body_phase,
         **(metadata or {}),
@@ -210,10 +221,10 @@ def split_range_test(
     if held:
         meta["held_lrs"] = held
     result = build_result(curves, config, meta, log_warnings=log_warnings, optimizer=optimizer)
-    if added:
-        for n in curves:
-            if n not in first:
-                del result.suggestions[n][head_method]
+    for n in curves:
+        for method in added:
+            if chosen[n] != method:
+                del result.suggestions[n][method]
     return result
 
 
@@ -283,7 +294,7 @@ def sequential_range_test(
             bounds=_ratio_bounds(config, base, is_first),
         )
         snapshot.restore()
-        head_lr = _held_rates(head_curve, [n for n in head_curve.lrs if n in first], config, method)
+        head_lr = _held_rates(head_curve, {n: method for n in head_curve.lrs if n in first}, config)
         held = [(head_lr[n], head_lr[n]) if f else (0.0, 0.0) for n, f in zip(names, is_first)]
         groups = optimizer.param_groups  # `restore` loads the optimizer state dict, which replaces the group dicts
         for group, (lr, _) in zip(groups, held):

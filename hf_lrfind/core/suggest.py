@@ -1,5 +1,6 @@
 """Learning-rate suggestion rules: hf_lrfind's default `trough`, fastai's four (`fastai/callback/schedule.py`),
-which give fastai's numbers on the same curve, and `probe`, the head's rule of `groups="auto"`.
+which give fastai's numbers on the same curve, and the rules of `groups="auto"`: `probe` for the new head and
+`pretrained` for the pretrained body.
 
 Each rule takes a curve prepared by [`prepare_curve`] (a list, array or tensor) and raises `ValueError` unless `lrs`
 and `losses` are 1-D and of equal length. fastai's rules read the EMA-smoothed losses and compute in float32 as fastai
@@ -26,6 +27,7 @@ DEFAULT_SUGGESTER = "trough"
 TROUGH_HALF_WIDTH = 2
 TROUGH_FACTOR = 3.0
 PROBE_FACTOR = 30.0
+PRETRAINED_FACTOR = 3.0
 
 
 def _curve(lrs: CurveLike, losses: CurveLike, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
@@ -165,9 +167,8 @@ def probe(lrs: CurveLike, losses: CurveLike) -> float | None:
     minimum), a third of fastai's `minimum`. The head then trains beside a moving body, at a lower rate than the
     probe alone tolerates. The factor was chosen on the suggestion benchmark's three fine-tunes (a classifier, LoRA, a
     masked LM): inside the range of factors that put every cached head curve's suggestion among the head rates that
-    train best (docs/suggestions.md). On the held-out fine-tune tested after it (`minilm_pkg`) it reads a head rate
-    inside that regime's head window, but the fine-tunes at the split strategy's rates miss the tie band at 5 of 5
-    seeds.
+    train best (docs/suggestions.md). On the two fine-tunes built after it (`minilm_pkg`, `minilm_hf`) it reads a
+    head rate inside their head windows at 10 of 10 seeds.
 
     Args:
         lrs (`Sequence[float]`): Learning rates of the prepared curve.
@@ -212,6 +213,22 @@ def centered_mean(values: CurveLike, half_width: int) -> np.ndarray:
     return (sums[hi] - sums[lo]) / (hi - lo)
 
 
+def _bottom(rule: str, lrs: CurveLike, losses: CurveLike, half_width: int) -> float | None:
+    """The rate at the first minimum of `centered_mean(losses, half_width)` on the curve cut at its first non-finite
+    loss; `None` with a warning naming `rule` when there is no finite loss."""
+    lrs64, losses64 = _curve(lrs, losses, np.float64)
+    if len(losses64) == 0:
+        logger.warning(f"{rule}: the curve is empty, so there is no learning rate to suggest; returning None.")
+        return None
+    end = finite_length(losses64)
+    if end == 0:
+        logger.warning(
+            f"{rule}: the curve starts with a non-finite loss, so there is no finite loss to read; returning None."
+        )
+        return None
+    return float(lrs64[int(np.argmin(centered_mean(losses64[:end], half_width)))])
+
+
 def trough(
     lrs: CurveLike, losses: CurveLike, *, half_width: int = TROUGH_HALF_WIDTH, factor: float = TROUGH_FACTOR
 ) -> float | None:
@@ -236,21 +253,35 @@ def trough(
     """
     if isinstance(factor, bool) or not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor > 0):
         raise ValueError(f"factor ({factor!r}) must be a positive number, such as 3.")
-    lrs64, losses64 = _curve(lrs, losses, np.float64)
-    if len(losses64) == 0:
-        logger.warning("trough: the curve is empty, so there is no learning rate to suggest; returning None.")
-        return None
-    end = finite_length(losses64)
-    if end == 0:
-        logger.warning(
-            "trough: the curve starts with a non-finite loss, so there is no finite loss to read; returning None."
-        )
-        return None
-    smooth = centered_mean(losses64[:end], half_width)
-    return float(lrs64[int(np.argmin(smooth))]) / factor
+    bottom = _bottom("trough", lrs, losses, half_width)
+    return None if bottom is None else bottom / factor
 
 
 trough.uses_raw_losses = True  # type: ignore[attr-defined]
+
+
+def pretrained(lrs: CurveLike, losses: CurveLike) -> float | None:
+    """
+    hf_lrfind's rule for pretrained weights fine-tuned beside a new head, read off the whole model swept at one rate
+    (phase 1 of the split strategy): a third of [`trough`], `lrs[argmin(centered_mean(losses, 2))] / 9` (first
+    minimum, raw losses). The bottom of that curve is where the new head still learns fastest while the body already
+    strains; the body trains best below it. The factor was read off the (body, head) grids of three fine-tunes (a
+    classifier, a masked LM and `minilm_pkg`), and tested on one built after it (`minilm_hf`: 5 of 5 seeds in its
+    tie band, against 2 of 5 with the body at `trough`): docs/suggestions.md, "The body's rule".
+
+    Args:
+        lrs (`Sequence[float]`): Learning rates of the prepared curve.
+        losses (`Sequence[float]`): Raw losses of the prepared curve, one per learning rate.
+
+    Returns:
+        `float | None`: The suggestion, or `None` (with a warning) when the curve is empty or starts non-finite.
+    """
+    bottom = _bottom("pretrained", lrs, losses, TROUGH_HALF_WIDTH)
+    # `trough` times the reciprocal, as the benchmark trained it (x / 3 can differ from x * (1 / 3) in the last bit)
+    return None if bottom is None else bottom / TROUGH_FACTOR * (1 / PRETRAINED_FACTOR)
+
+
+pretrained.uses_raw_losses = True  # type: ignore[attr-defined]
 
 SUGGESTERS: dict[str, Suggester] = {
     "trough": trough,
@@ -259,6 +290,7 @@ SUGGESTERS: dict[str, Suggester] = {
     "steep": steep,
     "minimum": minimum,
     "probe": probe,
+    "pretrained": pretrained,
 }
 
 

@@ -105,7 +105,8 @@ def summarize(result: LRFinderResult, method: str | None = None, *, table: bool 
         lines.append(f"  head warm-up: {meta['warmup_steps']} steps at its suggestion, the body held still")
         lines.extend(f"  {g} sweep: {_sweeps(result, g)}" for g in body)
     elif meta.get("strategy") == "split":
-        heads = list(meta.get("default_rules", {}))  # the strategy records a rule for each group it swept alone
+        # the groups swept alone (results saved before `head_groups` was recorded: those with a default rule)
+        heads = meta.get("head_groups", list(meta.get("default_rules", {})))
         body = [g for g in result.groups if g not in heads]
         held = ", ".join(f"{g} at {lr:.2e}" for g, lr in meta.get("held_lrs", {}).items())
         if meta.get("body_phase") == "held":

@@ -84,8 +84,8 @@ class LRFinderCallback(_TrainerEvents):
     Args:
         then (`str`, *optional*, defaults to `"train"`): `"train"` or `"stop"`.
         method (`str`, *optional*): the suggestion used by `then="train"` and by the sequential strategy for the
-            head; defaults to each group's default rule (`"trough"`; `"probe"` for the head of the split strategy,
-            the default of `groups="auto"`).
+            head; defaults to each group's default rule (`"trough"`; `"probe"` for the head and `"pretrained"` for
+            the body under the split strategy, the default of `groups="auto"`).
         groups (`str` or `Mapping`, *optional*): `"auto"` or explicit groups (see [`hf_lrfind.detect_groups`]) for
             one curve and suggestion per group; by default the optimizer's param groups are swept together.
         strategy (`str`, *optional*): `"split"` (the default for `groups="auto"`), `"sequential"` or `"joint"`.
