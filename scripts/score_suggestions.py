@@ -591,18 +591,20 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
         records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
         body = REGIMES[regime].body_group
         runs = sorted((r for r in records if _strategy(r) == strategy and "curves" in r), key=lambda r: r["seed"])
-        head_rule = {  # the split runs trained their head at trough: mark probe's rate, read by split_confirm
-            r["seed"]: r["lr"]["head"]
-            for r in records
-            if strategy == "split" and r["kind"] == "split_confirm" and r["rule"] == "probe"
-        }
+        confirmed = [
+            r for r in records if strategy == "split" and r["kind"] == "split_confirm" and r["rule"] == "probe"
+        ]
+        # the split runs trained their head at trough: mark probe's rate, read by split_confirm; and a pretrained
+        # body's default, `pretrained`, where split_body_third trained it
+        head_rule = {r["seed"]: r["lr"]["head"] for r in confirmed}
+        body_rule = {r["seed"]: r["lr"][body] for r in confirmed if (r.get("options") or {}).get("body_factor")}
         grid = pair_grid(records, body)
         for ax, group in zip(row, (body, "head")):
             lows = []
             for r in runs:
                 curve = r["curves"][group]
                 line = ax.plot(curve["lrs"], curve["losses"], lw=1, label=f"seed {r['seed']}")[0]
-                lr = head_rule.get(r["seed"], r["trained_lrs"][group]) if group == "head" else r["trained_lrs"][group]
+                lr = (head_rule if group == "head" else body_rule).get(r["seed"], r["trained_lrs"][group])
                 ax.axvline(lr, color=line.get_color(), ls=":", lw=1)
                 lows.append(min(x for x in curve["losses"] if x is not None))
             start = runs[0]["curves"][group]["losses"][0]
@@ -612,7 +614,7 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
             else:
                 ax.axvline(grid["best"][0], color="k", lw=1, label=f"best pair's {body} lr")
             ax.set_xscale("log")
-            rule = "probe" if group == "head" else "trough"
+            rule = "probe" if group == "head" else "pretrained" if body_rule else "trough"
             shown = "held" if strategy == HELD else strategy
             ax.set_title(f"{regime}: {group} curve ({shown}); dotted: {rule}", fontsize="medium")
             ax.set_xlabel("learning rate")
