@@ -130,6 +130,8 @@ def test_split_sweeps_everything_at_one_rate_then_the_head_alone_and_restores():
     )
     assert "every group at one rate, read for body: 2 sweeps from the same start" in summary
     assert "head alone, the rest held still: 1 sweep" in summary
+    table = result.summary(table=True).splitlines()[-3:]  # every rule's column, "pretrained" as wide as its name
+    assert sorted(table[0].split()[-2:]) == ["pretrained", "probe"] and len({len(row) for row in table}) == 1
     # a result saved before `head_groups` was recorded (a default rule for the head only) reads the same
     result.metadata.pop("head_groups")
     result.metadata["default_rules"] = {"head": "probe"}

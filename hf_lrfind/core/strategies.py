@@ -27,9 +27,8 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("joint", "split", "sequential")
 HEAD_PHASES = ("alone", "beside")
 BODY_PHASES = ("together", "held")
-NEW_GROUPS = (
-    "adapter",
-)  # groups of new weights besides the head (LoRA adapters), read with the first rule of `suggest`
+# groups of new weights besides the head (LoRA adapters): the split strategy reads them with the first rule of `suggest`
+NEW_GROUPS = ("adapter",)
 
 
 def joint_range_test(
@@ -130,9 +129,10 @@ def split_range_test(
     adapters) with `body_method`; each is run on its groups' curves even when `suggest` leaves it out. Adapters, new
     weights, are read with the first rule of `suggest` (`trough`). `probe` (a third of fastai's `minimum`) put the
     head inside its window at 15 of 15 seeds of the benchmark's three fine-tunes (5 each), where `minimum` was above
-    it at two. With the body at `pretrained` (a third of `trough`) the four full fine-tunes of the benchmark train
-    inside the tie band of their best (body, head) pair at 17 of 20 seeds, 5 of 5 on the one built after the rule was
-    read; with the body at `trough`, 11 of 20 and 2 of 5 (docs/suggestions.md, "The body's rule").
+    it at two. `pretrained` (a third of `trough`) trained the benchmark's full fine-tunes inside the tie band of their
+    best (body, head) pair at more seeds than `trough` on the body, and on the one built after its factor was read by
+    a wide margin (docs/suggestions.md, "The body's rule"). `body_phase="held"` and `head_phase="beside"` were
+    measured with the body read with `trough` (`body_method="trough"`).
 
     Args:
         first (`Sequence[str]`, *optional*, defaults to `("head",)`): names of the groups swept in phase 2.
@@ -172,12 +172,11 @@ def split_range_test(
             raise ValueError(
                 f"{option} ({method!r}) must be one of the rules the sweep runs ({list(rules)}) or of {sorted(SUGGESTERS)}."
             )
-    chosen = {  # each group's default rule
-        n: head_method if n in first else next(iter(rules)) if n in NEW_GROUPS else body_method
-        for n in dict.fromkeys(names)
-    }
+    first_rule = next(iter(rules))
+    chosen = {n: head_method if n in first else first_rule if n in NEW_GROUPS else body_method for n in names}
     added = [m for m in dict.fromkeys(chosen.values()) if m not in rules]  # run, and shown for their groups only
-    config = dataclasses.replace(config, suggest=(*rules.values(), *(SUGGESTERS[m] for m in added)))
+    if added:
+        config = dataclasses.replace(config, suggest=(*rules.values(), *(SUGGESTERS[m] for m in added)))
     together = [(config.start_lr, config.end_lr)] * len(names)
     alone = _ratio_bounds(config, [base_lr(g) for g in optimizer.param_groups], is_first)
     if snapshot is None:
@@ -209,7 +208,7 @@ def split_range_test(
     finally:
         snapshot.restore()
         snapshot.close()
-    curves = {n: (head_curve if n in first else body_curve) for n in dict.fromkeys(names)}
+    curves = {n: (head_curve if n in first else body_curve) for n in chosen}
     meta = {
         "strategy": "split",
         "default_rules": chosen,

@@ -265,9 +265,8 @@ def pretrained(lrs: CurveLike, losses: CurveLike) -> float | None:
     hf_lrfind's rule for pretrained weights fine-tuned beside a new head, read off the whole model swept at one rate
     (phase 1 of the split strategy): a third of [`trough`], `lrs[argmin(centered_mean(losses, 2))] / 9` (first
     minimum, raw losses). The bottom of that curve is where the new head still learns fastest while the body already
-    strains; the body trains best below it. The factor was read off the (body, head) grids of three fine-tunes (a
-    classifier, a masked LM and `minilm_pkg`), and tested on one built after it (`minilm_hf`: 5 of 5 seeds in its
-    tie band, against 2 of 5 with the body at `trough`): docs/suggestions.md, "The body's rule".
+    strains; the body trains best below it. The factor was read off the (body, head) grids of three fine-tunes of
+    the suggestion benchmark and tested on one built after it (docs/suggestions.md, "The body's rule").
 
     Args:
         lrs (`Sequence[float]`): Learning rates of the prepared curve.

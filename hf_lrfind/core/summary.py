@@ -71,10 +71,11 @@ def _table(result: LRFinderResult) -> list[str]:
     """Every rule's suggestion, a row per group."""
     methods = list(dict.fromkeys(m for g in result.groups for m in result.suggestions[g]))
     width = max(len("group"), *(len(g) for g in result.groups))
-    rows = ["  ".join([f"{'group':<{width}}", *(f"{m:>9}" for m in methods)])]
+    widths = [max(9, len(m)) for m in methods]  # 9: a rate as 1.23e-04
+    rows = ["  ".join([f"{'group':<{width}}", *(f"{m:>{w}}" for m, w in zip(methods, widths))])]
     for group in result.groups:
         values = [result.suggestions[group].get(m) for m in methods]
-        cells = [f"{v:>9.2e}" if v is not None else f"{'-':>9}" for v in values]
+        cells = [f"{v:>{w}.2e}" if v is not None else f"{'-':>{w}}" for v, w in zip(values, widths)]
         rows.append("  ".join([f"{group:<{width}}", *cells]))
     return rows
 

@@ -195,7 +195,8 @@ def param_groups_from_result(
     Args:
         result ([`LRFinderResult`]): the range test's result.
         model (`torch.nn.Module`): the model to optimize (the one the sweep ran on, or an identical one).
-        method (`str`, *optional*): the suggestion rule to use; defaults to the first the sweep ran (`"trough"`).
+        method (`str`, *optional*): the suggestion rule to use; defaults to each group's default rule (see
+            [`~LRFinderResult.default_rule`]).
         groups (*optional*): the groups, as for [`detect_groups`].
         weight_decay (`float`, *optional*, defaults to 0.0): the weight decay of the decayed parameters.
         no_decay (`Collection[str]`, *optional*): names without weight decay; defaults to the Trainer's rule.
