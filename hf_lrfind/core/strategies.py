@@ -129,9 +129,9 @@ def split_range_test(
     adapters) with `body_method`; each is run on its groups' curves even when `suggest` leaves it out. Adapters, new
     weights, are read with the first rule of `suggest` (`trough`). `probe` (a third of fastai's `minimum`) put the
     head inside its window at 15 of 15 seeds of the benchmark's three fine-tunes (5 each), where `minimum` was above
-    it at two. `pretrained` (a third of `trough`) trained the benchmark's full fine-tunes inside the tie band of their
-    best (body, head) pair at more seeds than `trough` on the body, and on the one built after its factor was read by
-    a wide margin (docs/suggestions.md, "The body's rule"). `body_phase="held"` and `head_phase="beside"` were
+    it at two. With the body at `pretrained` (a third of `trough`) more of the benchmark's full fine-tunes trained
+    inside the tie band of their best (body, head) pair than with `trough`, most clearly the one built after its
+    factor was read (docs/suggestions.md, "The body's rule"). `body_phase="held"` and `head_phase="beside"` were
     measured with the body read with `trough` (`body_method="trough"`).
 
     Args:
@@ -141,8 +141,9 @@ def split_range_test(
         body_method (`str`, *optional*, defaults to `"pretrained"`): the default rule of the pretrained groups (all
             but `first` and `adapter`), the same way; `"trough"` reads them as the one-group range test does.
         head_phase (`str`, *optional*, defaults to `"alone"`): `"alone"` holds every other group still during the
-            head's sweep; `"beside"` trains them at their default rule's suggestion meanwhile. Measured on the classifier
-            fine-tune, the `"beside"` curve reads the body's progress, not the head's rate (docs/suggestions.md).
+            head's sweep; `"beside"` trains them at their default rule's suggestion meanwhile. Measured on the
+            classifier fine-tune, the `"beside"` curve reads the body's progress, not the head's rate
+            (docs/suggestions.md).
         body_phase (`str`, *optional*, defaults to `"together"`): `"together"` sweeps the whole model at one rate for
             the other groups' curve (phase 1); `"held"` sweeps the head first, then the other groups with the head
             held at its `head_method` suggestion (same cost). Measured on the three fine-tunes, the head's progress
