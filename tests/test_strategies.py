@@ -122,7 +122,7 @@ def test_split_sweeps_everything_at_one_rate_then_the_head_alone_and_restores():
     assert result.suggestion(group="head") == result.suggestions["head"]["probe"]  # the head's curve read with probe
     assert result.suggestions["head"]["probe"] == pytest.approx(result.suggestions["head"]["minimum"] / 3)
     body = result.suggestions["body"]
-    assert result.suggestion(group="body") == body["pretrained"] == body["trough"] * (1 / 3)  # the body's: pretrained
+    assert result.suggestion(group="body") == body["pretrained"]  # the body's default: pretrained
     assert "probe" not in body and "pretrained" not in result.suggestions["head"]  # each rule on its own groups only
     summary = result.summary()
     assert (
@@ -150,11 +150,9 @@ def test_split_body_curve_is_the_one_group_range_test():
         return fn(step, model, opt, LRFinderConfig(num_steps=25, end_lr=1.0, **kwargs), progress=False)
 
     split = run(split_range_test, num_sweeps=3)
-    one_group = run(range_test, num_sweeps=2)
+    one_group = run(range_test, num_sweeps=2, suggest=[*LRFinderConfig().suggest, "pretrained"])
     assert split.losses["body"] == one_group.losses["body"]
-    body = dict(split.suggestions["body"])
-    assert body.pop("pretrained") == one_group.suggestions["body"]["trough"] * (1 / 3)  # a third of the one-group rate
-    assert body == one_group.suggestions["body"]  # every other rule as the one-group range test reads it
+    assert split.suggestions["body"] == one_group.suggestions["body"]  # every rule, pretrained too, read the same
 
 
 def test_split_runs_the_heads_rule_when_suggest_leaves_it_out_and_a_chosen_one_when_it_is_run():

@@ -27,7 +27,8 @@ DEFAULT_SUGGESTER = "trough"
 TROUGH_HALF_WIDTH = 2
 TROUGH_FACTOR = 3.0
 PROBE_FACTOR = 30.0
-PRETRAINED_FACTOR = 3.0
+PRETRAINED_FACTOR = 6.0
+PRETRAINED_DECADES = 0.75
 
 
 def _curve(lrs: CurveLike, losses: CurveLike, dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
@@ -260,13 +261,41 @@ def trough(
 trough.uses_raw_losses = True  # type: ignore[attr-defined]
 
 
+def _fitted_bottom(rule: str, lrs: CurveLike, losses: CurveLike, decades: float) -> float | None:
+    """
+    The bottom of the curve read by a fit: the vertex of the least-squares parabola through the raw losses against
+    log10(lr) within `decades` of the centred mean's first minimum (as `_bottom` finds it), kept inside those rates.
+    The minimum's rate itself where fewer than 3 points fall inside or the parabola opens downward. `None` as
+    `_bottom`.
+    """
+    at = _bottom(rule, lrs, losses, TROUGH_HALF_WIDTH)
+    if at is None:
+        return None
+    lrs64, losses64 = _curve(lrs, losses, np.float64)
+    end = finite_length(losses64)
+    x, y = np.log10(lrs64[:end]), losses64[:end]
+    near = np.abs(x - math.log10(at)) <= decades
+    if np.count_nonzero(near) < 3:
+        return at
+    c2, c1, _ = np.polyfit(x[near], y[near], 2)
+    if not c2 > 0:
+        return at
+    return float(10 ** np.clip(-c1 / (2 * c2), x[near].min(), x[near].max()))
+
+
 def pretrained(lrs: CurveLike, losses: CurveLike) -> float | None:
     """
     hf_lrfind's rule for pretrained weights fine-tuned beside a new head, read off the whole model swept at one rate
-    (phase 1 of the split strategy): a third of [`trough`], `lrs[argmin(centered_mean(losses, 2))] / 9` (first
-    minimum, raw losses). The bottom of that curve is where the new head still learns fastest while the body already
-    strains; the body trains best below it. The factor was read off the (body, head) grids of three fine-tunes of
-    the suggestion benchmark and tested on one built after it (docs/suggestions.md, "The body's rule").
+    (phase 1 of the split strategy): a sixth of the curve's fitted bottom. The bottom is the vertex of the
+    least-squares parabola through the raw losses against log10(lr), fitted within 0.75 decade of the first minimum
+    of `centered_mean(losses, 2)` (the point [`trough`] reads) and kept inside that span; the minimum's rate where the
+    span holds under 3 points or the parabola opens downward.
+
+    The bottom of that curve is where the new head still learns fastest while the body already strains; the body
+    trains best below it. A fine-tuned body's curve has a broad, shallow bottom whose lowest point wanders with the
+    batches; the fit reads its middle from about 18 points of the default sweep instead of 5, and moves less between
+    data orders. The span and the factor were read off the cached curves and (body, head) grids of the suggestion
+    benchmark's fine-tunes (docs/suggestions.md, "The body's rule").
 
     Args:
         lrs (`Sequence[float]`): Learning rates of the prepared curve.
@@ -275,9 +304,8 @@ def pretrained(lrs: CurveLike, losses: CurveLike) -> float | None:
     Returns:
         `float | None`: The suggestion, or `None` (with a warning) when the curve is empty or starts non-finite.
     """
-    bottom = _bottom("pretrained", lrs, losses, TROUGH_HALF_WIDTH)
-    # `trough` times the reciprocal, as the benchmark trained it (x / 3 can differ from x * (1 / 3) in the last bit)
-    return None if bottom is None else bottom / TROUGH_FACTOR * (1 / PRETRAINED_FACTOR)
+    bottom = _fitted_bottom("pretrained", lrs, losses, PRETRAINED_DECADES)
+    return None if bottom is None else bottom / PRETRAINED_FACTOR
 
 
 pretrained.uses_raw_losses = True  # type: ignore[attr-defined]
