@@ -19,7 +19,9 @@ trained at its suggestion during the head's sweep, `head_phase="beside"`), `spli
 the body with the head held at its `probe` suggestion, `body_phase="held"`, 5 seeds, trained at the groups' default
 rules), `split_confirm` (train at the split runs' body rate and the `--rule` suggestion read on their cached head
 curves), `split_body_third` (the same with a pretrained body at a third of that rate: the lead of
-docs/suggestions.md's "Why no reading of these curves can fix it"; not for LoRA adapters), `probe` (the trials of
+docs/suggestions.md's "Why no reading of these curves can fix it"; not for LoRA adapters), `split_pretrained` (the
+same with a pretrained body at the library's `pretrained` rule read on the split runs' cached body curves; options
+`{"body_rule": "pretrained"}`, the rule as of the commit that added it: a sixth of the fitted bottom), `probe` (the trials of
 the confirmation phase, `confirm_steps`: short trainings of half the budget, the schedule's shape compressed to
 them, at `PROBE_FACTORS` times each sweep seed's `trough` suggestion, on the batches that follow the seed's sweeps,
 as the library's trials; every step's loss kept).
@@ -157,6 +159,25 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
                     lrs = {regime.body_group: r["trained_lrs"][regime.body_group] * factor, "head": read(curve)}
                     record = {"kind": "split_confirm", "rule": rule, "lr": lrs, "seed": r["seed"]}
                     todo.append({**record, "options": {"body_factor": factor}} if factor != 1.0 else record)
+        elif kind == "split_pretrained":  # a pretrained body at the library's `pretrained`, the head by `--rule`
+            from score_suggestions import RULES, _fastai, _prepared, _strategy
+
+            from hf_lrfind.core.suggest import pretrained
+
+            read = RULES[rule][1] if rule in RULES else _fastai(rule)
+            if regime.body_group != "body":
+                continue
+            for r in records(regime_name):
+                if _strategy(r) == "split":
+                    body_curve = {**r["curves"]["body"], "sweep_losses": r["sweep_losses"]["body"]}
+                    lrs = {
+                        "body": pretrained(*_prepared(body_curve, smoothed=False)),
+                        "head": read(r["curves"]["head"]),
+                    }
+                    options = {"body_rule": "pretrained"}
+                    todo.append(
+                        {"kind": "split_confirm", "rule": rule, "lr": lrs, "seed": r["seed"], "options": options}
+                    )
         elif kind == "probe":
             from score_suggestions import suggestion_of
 
@@ -253,15 +274,17 @@ def main(argv: list[str] | None = None) -> int:
             "split_held",
             "split_confirm",
             "split_body_third",
+            "split_pretrained",
             "probe",
         ],
     )
     parser.add_argument("--rule", default=None, help="the rule whose suggestions `confirm` trains at")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do, and stop")
     args = parser.parse_args(argv)
-    if {"confirm", "split_confirm", "split_body_third"} & set(args.kinds) and not args.rule:
+    if {"confirm", "split_confirm", "split_body_third", "split_pretrained"} & set(args.kinds) and not args.rule:
         parser.error(
-            "--kinds confirm, split_confirm and split_body_third need --rule NAME (see scripts/score_suggestions.py)"
+            "--kinds confirm, split_confirm, split_body_third and split_pretrained need --rule NAME (see "
+            "scripts/score_suggestions.py)"
         )
     torch.set_num_threads(2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

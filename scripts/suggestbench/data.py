@@ -8,6 +8,9 @@
   as above. Added after every rule and factor was fixed, as a fine-tune none of them was chosen on.
 - `hf_package_task()`: the same from the installed datasets, accelerate and peft: a second held-out fine-tune, added
   to judge the lead read off the first one's grids (a pretrained body at a third of the split strategy's rate).
+- `tools_package_task()`: the same from the installed sympy, networkx and huggingface_hub: a third held-out fine-tune,
+  added after `pretrained` became a sixth of the body curve's fitted bottom, to judge that rule on a fine-tune it was
+  not read off.
 - `python_docs_text()`: the Python language reference and library topics of `pydoc_data.topics` (about 465,000
   characters), one topic per text, in key order; the last tenth of the topics is held out.
 """
@@ -102,6 +105,29 @@ HF_PACKAGES = {
     ],
 }  # fmt: skip
 
+TOOLS_PACKAGES = {
+    "sympy": [
+        "sympy.core.expr", "sympy.solvers.solvers", "sympy.matrices.matrixbase", "sympy.simplify.simplify",
+        "sympy.polys.polytools", "sympy.sets.sets", "sympy.logic.boolalg", "sympy.functions.elementary.trigonometric",
+        "sympy.core.function",
+    ],
+    "networkx": [
+        "networkx.classes.graph", "networkx.classes.digraph", "networkx.generators.classic", "networkx.algorithms.dag",
+        "networkx.readwrite.gml", "networkx.drawing.layout", "networkx.algorithms.clique", "networkx.algorithms.tree.mst",
+        "networkx.algorithms.shortest_paths.generic", "networkx.algorithms.matching", "networkx.algorithms.cycles",
+        "networkx.algorithms.traversal.depth_first_search", "networkx.algorithms.centrality.betweenness",
+        "networkx.algorithms.components.connected", "networkx.algorithms.flow.maxflow", "networkx.classes.function",
+        "networkx.algorithms.operators.binary", "networkx.generators.random_graphs",
+        "networkx.algorithms.link_analysis.pagerank_alg", "networkx.algorithms.isomorphism.isomorph",
+        "networkx.convert_matrix",
+    ],
+    "huggingface_hub": [
+        "huggingface_hub.hf_api", "huggingface_hub.file_download", "huggingface_hub.repocard",
+        "huggingface_hub.utils._cache_manager", "huggingface_hub.inference._client", "huggingface_hub.hub_mixin",
+        "huggingface_hub.community", "huggingface_hub.hf_file_system", "huggingface_hub.serialization._torch",
+    ],
+}  # fmt: skip
+
 
 def _labelled(
     groups: dict[str, list[str]], balance: bool = False
@@ -140,6 +166,12 @@ def package_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
 def hf_package_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """`(train, eval)` lists of `(text, label)`, labelled by package (datasets, accelerate, peft)."""
     return _by_package(HF_PACKAGES)
+
+
+@functools.cache
+def tools_package_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """`(train, eval)` lists of `(text, label)`, labelled by package (sympy, networkx, huggingface_hub)."""
+    return _by_package(TOOLS_PACKAGES)
 
 
 @functools.cache
