@@ -170,6 +170,28 @@ def test_split_runs_the_heads_rule_when_suggest_leaves_it_out_and_a_chosen_one_w
     assert list(chosen.suggestions["body"]) == ["valley", "trough"] and chosen.default_rule("body") == "valley"
 
 
+def test_set_default_rule_reads_one_group_with_another_rule_everywhere_and_refuses_one_not_run(tmp_path):
+    model = tiny_model()
+    opt = two_group_optimizer(model, ratio=1.0, names=["body", "head"])
+    step, _ = make_step(model, opt)
+    result = split_range_test(step, model, opt, LRFinderConfig(num_steps=20, end_lr=1.0), progress=False)
+    result.set_default_rule("body", "trough")  # the body as the one-group range test reads it, the head still probe
+    body, head = result.suggestions["body"]["trough"], result.suggestions["head"]["probe"]
+    assert result.suggestion(group="body") == body and result.suggestion(group="head") == head
+    assert " for body (trough, the default rule); " in result.summary()
+    optimizer = torch.optim.SGD([{"params": [p], "name": "body"} for p in model.parameters()][:1], lr=1.0)
+    result.apply(optimizer)
+    assert optimizer.param_groups[0]["lr"] == body
+    result.save(tmp_path / "r.json")
+    assert type(result).load(tmp_path / "r.json").default_rule("body") == "trough"  # kept in the saved result
+    before = dict(result.metadata["default_rules"])
+    with pytest.raises(ValueError, match=r"did not run the rule 'probe' for group 'body'; it ran \['trough'"):
+        result.set_default_rule("body", "probe")
+    with pytest.raises(ValueError, match=r"Unknown group 'neck'; this result has \['body', 'head'\]"):
+        result.set_default_rule("neck", "trough")
+    assert result.metadata["default_rules"] == before
+
+
 def test_split_reads_lora_adapters_with_the_first_rule_and_a_pretrained_body_with_its_own():
     """Adapters are new weights: the first rule of `suggest` (trough), not the pretrained body's rule."""
     model = tiny_model()

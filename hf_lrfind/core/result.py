@@ -87,6 +87,24 @@ class LRFinderResult:
             return chosen
         return next(iter(self.suggestions.get(group, {})), None)
 
+    def set_default_rule(self, group: str, rule: str) -> None:
+        """
+        Make `rule` the group's default rule: what `suggestion`, `apply`, `param_groups`, `summary` and `plot` read
+        the group with when no rule is named (kept in `metadata["default_rules"]`, so a saved result keeps it). For
+        example `result.set_default_rule("body", "trough")` reads a split sweep's body as the one-group range test
+        does, while the head keeps `probe`.
+
+        Raises:
+            ValueError: unknown group, or a rule the sweep did not run for that group (nothing is changed).
+        """
+        if group not in self.suggestions:
+            raise ValueError(f"Unknown group {group!r}; this result has {self.groups}.")
+        if rule not in self.suggestions[group]:
+            raise ValueError(
+                f"The sweep did not run the rule {rule!r} for group {group!r}; it ran {list(self.suggestions[group])}. Add it to LRFinderConfig(suggest=...) and sweep again."
+            )
+        self.metadata.setdefault("default_rules", {})[group] = rule
+
     def suggestion(self, method: str | None = None, group: str | None = None) -> float:
         """
         One suggested learning rate.
