@@ -488,8 +488,9 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
     for r in records:  # the split runs' body rate, the head read with another rule from their cached head curves
         if r["kind"] == "split_confirm":
             row = {**r, "trained_lrs": r["lr"], "cost_steps": cost["split", r["seed"]]}
-            factor = (r.get("options") or {}).get("body_factor")
-            body_part = f", {body} x {factor:.3g}" if factor else ""
+            options = r.get("options") or {}
+            factor, rule = options.get("body_factor"), options.get("body_rule")
+            body_part = f", {body} x {factor:.3g}" if factor else f", {body} by {rule}" if rule else ""
             variants.setdefault(f"split{body_part}, head by {r['rule']}", []).append(row)
     swept = {r["seed"]: r["cost_steps"] for r in sweeps_of(records, THREE)}
     variants[ONE_GROUP] = [  # the one-group default, trained at its suggestion: every group at that one rate
@@ -595,9 +596,9 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
             r for r in records if strategy == "split" and r["kind"] == "split_confirm" and r["rule"] == "probe"
         ]
         # the split runs trained their head at trough: mark probe's rate, read by split_confirm; and a pretrained
-        # body's default, `pretrained`, where split_body_third trained it
+        # body's default, `pretrained`, where split_pretrained trained it
         head_rule = {r["seed"]: r["lr"]["head"] for r in confirmed}
-        body_rule = {r["seed"]: r["lr"][body] for r in confirmed if (r.get("options") or {}).get("body_factor")}
+        body_rule = {r["seed"]: r["lr"][body] for r in confirmed if (r.get("options") or {}).get("body_rule")}
         grid = pair_grid(records, body)
         for ax, group in zip(row, (body, "head")):
             lows = []
@@ -662,31 +663,28 @@ def _bottom_rule(kind: str, width: float) -> Rule:
     """
     A body rule tried against `trough` for broad, noisy bottoms, a third of the rate at the bottom as `trough`, the
     bottom found otherwise. `"centre"`: the geometric middle of the rates around the centred mean's lowest point whose
-    centred mean stays within `width` of the way from that point back up to the curve's start. `"parabola"`: the vertex
+    centred mean stays within `width` of the way from that point back up to the curve's start. `"parabola"`: the
+    library's fitted bottom (what `pretrained` reads, at `width` decades; `pretrained` is its sixth at 0.75): the vertex
     of the least-squares parabola (raw loss against log10 lr) over `width` decades each side of that point, kept
     inside them.
     """
-    from hf_lrfind.core.suggest import TROUGH_FACTOR, centered_mean, finite_length
+    from hf_lrfind.core.suggest import TROUGH_FACTOR, _fitted_bottom, centered_mean, finite_length
 
     def rule(record: dict) -> float:
         lrs, raw = (np.asarray(x, dtype=float) for x in _prepared(record, smoothed=False))
+        if kind == "parabola":
+            return _fitted_bottom("parabola", lrs, raw, width) / TROUGH_FACTOR
         end = finite_length(raw)
         x, raw = np.log10(lrs[:end]), raw[:end]
         s = centered_mean(raw, 2)
         i = int(np.argmin(s))
-        if kind == "centre":
-            limit = s[i] + width * (np.median(s[:5]) - s[i])
-            a, b = i, i
-            while a > 0 and s[a - 1] <= limit:
-                a -= 1
-            while b < len(s) - 1 and s[b + 1] <= limit:
-                b += 1
-            bottom = (x[a] + x[b]) / 2
-        else:
-            near = np.abs(x - x[i]) <= width
-            c2, c1, _ = np.polyfit(x[near], raw[near], 2)
-            bottom = float(np.clip(-c1 / (2 * c2), x[near].min(), x[near].max())) if c2 > 0 else x[i]
-        return 10**bottom / TROUGH_FACTOR
+        limit = s[i] + width * (np.median(s[:5]) - s[i])
+        a, b = i, i
+        while a > 0 and s[a - 1] <= limit:
+            a -= 1
+        while b < len(s) - 1 and s[b + 1] <= limit:
+            b += 1
+        return 10 ** ((x[a] + x[b]) / 2) / TROUGH_FACTOR
 
     return rule
 

@@ -139,10 +139,24 @@ def test_groups_auto_shows_the_one_group_default_trained_at_its_rate_beside_the_
             "eval_loss": 1.15,
         }
     )
+    records.append(  # the split run's body at a rule read on its cached body curve, the head by probe
+        {
+            "kind": "split_confirm",
+            "rule": "probe",
+            "lr": {"body": 4e-5, "head": 5e-2},
+            "seed": 0,
+            "options": {"body_rule": "pretrained"},
+            "eval_loss": 1.25,
+        }
+    )
     table = S.groups_auto(records, steps=10).splitlines()
     third = [line for line in table if line.startswith("| split, body x 0.333, head by probe | 0 |")]
     assert third == [
         "| split, body x 0.333, head by probe | 0 | 6.67e-05 | 5.00e-02 | 1.1500 | yes | yes | 300 (2.500) |"
+    ]
+    ruled = [line for line in table if line.startswith("| split, body by pretrained, head by probe | 0 |")]
+    assert ruled == [
+        "| split, body by pretrained, head by probe | 0 | 4.00e-05 | 5.00e-02 | 1.2500 | no | yes | 300 (2.500) |"
     ]
     rows = [line for line in table if line.startswith("| one group")]
     assert rows == [
@@ -233,6 +247,24 @@ def test_the_bottom_rules_read_a_third_of_the_bottom_of_a_bowl_and_the_middle_of
     # its middle, 1e-3
     assert 1e-4 / 3 < S._trough()(flat) < 2e-4 / 3
     assert S._bottom_rule("centre", 0.05)(flat) == pytest.approx(1e-3 / 3, rel=0.1)
+
+
+def test_the_cached_pretrained_runs_trained_at_the_librarys_pretrained_on_their_split_runs_curves():
+    """`--kinds split_pretrained` trained each body at `pretrained` read on the cached body curve of the same seed's
+    split run: the library's rule still gives those rates, to the bit (a changed rule must be trained again)."""
+    from hf_lrfind.core.suggest import pretrained
+
+    checked = 0
+    for name in sorted(os.listdir(S.DATA_DIR)):
+        records = S.load(os.path.join(S.DATA_DIR, name))
+        split = {r["seed"]: r for r in records if S._strategy(r) == "split"}
+        for r in records:
+            if r["kind"] == "split_confirm" and (r.get("options") or {}).get("body_rule") == "pretrained":
+                run = split[r["seed"]]
+                curve = {**run["curves"]["body"], "sweep_losses": run["sweep_losses"]["body"]}
+                assert r["lr"]["body"] == pretrained(*S._prepared(curve, smoothed=False)), (name, r["seed"])
+                checked += 1
+    assert checked >= 20  # four full fine-tunes at 5 seeds
 
 
 def test_auto_runs_are_labelled_by_strategy_and_phase():

@@ -129,10 +129,10 @@ def split_range_test(
     adapters) with `body_method`; each is run on its groups' curves even when `suggest` leaves it out. Adapters, new
     weights, are read with the first rule of `suggest` (`trough`). `probe` (a third of fastai's `minimum`) put the
     head inside its window at 15 of 15 seeds of the benchmark's three fine-tunes (5 each), where `minimum` was above
-    it at two. With the body at `pretrained` (a third of `trough`) more of the benchmark's full fine-tunes trained
-    inside the tie band of their best (body, head) pair than with `trough`, most clearly the one built after its
-    factor was read (docs/suggestions.md, "The body's rule"). `body_phase="held"` and `head_phase="beside"` were
-    measured with the body read with `trough` (`body_method="trough"`).
+    it at two. `pretrained` (a sixth of the body curve's fitted bottom) puts more of the benchmark's full fine-tunes
+    inside the tie band of their best (body, head) pair than `trough`, with body rates that move less between data
+    orders (docs/suggestions.md, "The body's rule"). `body_phase="held"` and `head_phase="beside"` were measured
+    with the body read with `trough` (`body_method="trough"`).
 
     Args:
         first (`Sequence[str]`, *optional*, defaults to `("head",)`): names of the groups swept in phase 2.
