@@ -1,12 +1,14 @@
 """Sweep strategies on named param groups: joint (fixed ratios), split (all at one rate, then the head alone) and
 sequential (head, warm-up, body)."""
 
+import numpy as np
 import pytest
 import torch
 
 from hf_lrfind import LRFinderConfig
 from hf_lrfind.core.engine import range_test
 from hf_lrfind.core.strategies import joint_range_test, sequential_range_test, split_range_test
+from hf_lrfind.core.suggest import prepare_curve, pretrained_fit
 from tests.test_engine import assert_same_state, make_step, state_of, tiny_model, two_group_optimizer
 
 
@@ -190,6 +192,25 @@ def test_set_default_rule_reads_one_group_with_another_rule_everywhere_and_refus
     with pytest.raises(ValueError, match=r"Unknown group 'neck'; this result has \['body', 'head'\]"):
         result.set_default_rule("neck", "trough")
     assert result.metadata["default_rules"] == before
+
+
+def test_split_plot_draws_the_parabola_pretrained_reads_on_the_body_panel_only():
+    model = tiny_model()
+    opt = two_group_optimizer(model, ratio=1.0, names=["body", "head"])
+    bowl = [1.0 + 0.05 * (i / 40 * 7 - 4.5) ** 2 for i in range(40)]  # lowest 4.5 decades above start_lr
+    step, _ = make_step(model, opt, losses=bowl * 2 + [x + 0.5 for x in bowl])  # two joint sweeps, then the head's
+    config = LRFinderConfig(num_steps=40, end_lr=1.0, diverge_threshold=None)
+    result = split_range_test(step, model, opt, config, progress=False)
+    body_ax, head_ax = result.plot().axes
+    (fit,) = [line for line in body_ax.lines if line.get_label() == "parabola fit (pretrained reads)"]
+    lrs, losses = prepare_curve(result.lrs["body"], result.losses["body"], num_steps=40)
+    expected = pretrained_fit(lrs, losses)
+    np.testing.assert_allclose(fit.get_xdata(), expected[0])
+    np.testing.assert_allclose(fit.get_ydata(), expected[1])
+    # the suggestion is a sixth of the fit's vertex, which lies on the drawn span
+    vertex = 6 * result.suggestions["body"]["pretrained"]
+    assert fit.get_xdata().min() <= vertex * (1 + 1e-12) and vertex <= fit.get_xdata().max() * (1 + 1e-12)
+    assert not [line for line in head_ax.lines if "parabola" in line.get_label()]
 
 
 def test_split_reads_lora_adapters_with_the_first_rule_and_a_pretrained_body_with_its_own():

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .suggest import STOP_REASONS, SUGGESTERS, TROUGH_HALF_WIDTH, centered_mean, prepare_curve
+from .suggest import STOP_REASONS, SUGGESTERS, TROUGH_HALF_WIDTH, centered_mean, prepare_curve, pretrained_fit
 
 if TYPE_CHECKING:
     import matplotlib.figure
@@ -55,12 +55,13 @@ def plot_result(
 ) -> matplotlib.figure.Figure:
     """
     Plot loss against learning rate (log x axis for an exponential sweep): raw loss faint (the mean of the sweeps),
-    fastai's EMA bold, the centred mean `trough` reads dashed, one marker per suggestion, at the rate it suggests on
-    the curve it reads, with its value in the legend. The rule in use (`method`, by default the group's default rule,
-    which `result.suggestion()` returns) is marked larger, with a vertical line at its rate. The centred mean is drawn
-    over the points `trough` reads (the prepared curve: the first and last points skipped), with the bottom it found.
-    The y limits show the start, the bottoms of the smoothed and the raw loss, and every marker, not the diverging
-    tail. Groups that share one curve share one panel. Never calls `plt.show()`.
+    fastai's EMA bold, the centred mean `trough` reads dashed (and the parabola `pretrained` fits, where it ran,
+    dash-dotted), one marker per suggestion, at the rate it suggests on the curve it reads, with its value in the
+    legend. The rule in use (`method`, by default the group's default rule, which `result.suggestion()` returns) is
+    marked larger, with a vertical line at its rate. The centred mean is drawn over the points `trough` reads (the
+    prepared curve: the first and last points skipped), with the bottom it found. The y limits show the start, the
+    bottoms of the smoothed and the raw loss, and every marker, not the diverging tail. Groups that share one curve
+    share one panel. Never calls `plt.show()`.
 
     Args:
         result ([`LRFinderResult`]): the result to plot.
@@ -111,6 +112,9 @@ def plot_result(
             a.plot(read_lrs, centred, color="C0", linestyle="--", linewidth=1, label="centred mean (trough reads)")
             a.plot([read_lrs[bottom]], [centred[bottom]], linestyle="none", marker="|", markersize=14, color="C0")
             marked.append(float(centred[bottom]))
+        fit = pretrained_fit(read_lrs, read) if "pretrained" in result.suggestions[group] else None
+        if fit is not None:  # what pretrained reads: the vertex of this parabola, at a sixth
+            a.plot(*fit, color="black", linestyle="-.", linewidth=1.5, label="parabola fit (pretrained reads)")
         used = method or result.default_rule(group)
         for i, (rule, lr) in enumerate(result.suggestions[group].items()):
             if lr is None:

@@ -261,12 +261,14 @@ def trough(
 trough.uses_raw_losses = True  # type: ignore[attr-defined]
 
 
-def _fitted_bottom(rule: str, lrs: CurveLike, losses: CurveLike, decades: float) -> float | None:
+def _parabola(
+    rule: str, lrs: CurveLike, losses: CurveLike, decades: float
+) -> tuple[float, np.ndarray, np.ndarray | None] | None:
     """
-    The bottom of the curve read by a fit: the vertex of the least-squares parabola through the raw losses against
-    log10(lr) within `decades` of the centred mean's first minimum (as `_bottom` finds it), kept inside those rates.
-    The minimum's rate itself where fewer than 3 points fall inside or the parabola opens downward. `None` as
-    `_bottom`.
+    The least-squares parabola through the raw losses against log10(lr) within `decades` of the centred mean's first
+    minimum (as `_bottom` finds it; the curve cut at its first non-finite loss): `(that minimum's rate, log10 of the
+    span's rates, coefficients highest first)`, the coefficients `None` where fewer than 3 points fall inside or the
+    parabola opens downward. `None` as `_bottom`.
     """
     at = _bottom(rule, lrs, losses, TROUGH_HALF_WIDTH)
     if at is None:
@@ -276,11 +278,34 @@ def _fitted_bottom(rule: str, lrs: CurveLike, losses: CurveLike, decades: float)
     x, y = np.log10(lrs64[:end]), losses64[:end]
     near = np.abs(x - math.log10(at)) <= decades
     if np.count_nonzero(near) < 3:
+        return at, x[near], None
+    coefficients = np.polyfit(x[near], y[near], 2)
+    return at, x[near], coefficients if coefficients[0] > 0 else None
+
+
+def _fitted_bottom(rule: str, lrs: CurveLike, losses: CurveLike, decades: float) -> float | None:
+    """The bottom of the curve read by a fit: the vertex of `_parabola`, kept inside its span; the centred mean's
+    minimum where no parabola opening upward fits. `None` as `_bottom`."""
+    fit = _parabola(rule, lrs, losses, decades)
+    if fit is None:
+        return None
+    at, x, coefficients = fit
+    if coefficients is None:
         return at
-    c2, c1, _ = np.polyfit(x[near], y[near], 2)
-    if not c2 > 0:
-        return at
-    return float(10 ** np.clip(-c1 / (2 * c2), x[near].min(), x[near].max()))
+    c2, c1, _ = coefficients
+    return float(10 ** np.clip(-c1 / (2 * c2), x.min(), x.max()))
+
+
+def pretrained_fit(lrs: CurveLike, losses: CurveLike) -> tuple[np.ndarray, np.ndarray] | None:
+    """
+    The parabola [`pretrained`] fits, for drawing it: the learning rates of its span and the fitted losses there.
+    `None` where `pretrained` reads the centred mean's lowest point instead (or the curve is empty).
+    """
+    fit = _parabola("pretrained", lrs, losses, PRETRAINED_DECADES)
+    if fit is None or fit[2] is None:
+        return None
+    _, x, coefficients = fit
+    return 10**x, np.polyval(coefficients, x)
 
 
 def pretrained(lrs: CurveLike, losses: CurveLike) -> float | None:
