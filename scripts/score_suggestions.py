@@ -672,7 +672,7 @@ def _bottom_rule(kind: str, width: float) -> Rule:
 
     def rule(record: dict) -> float:
         lrs, raw = (np.asarray(x, dtype=float) for x in _prepared(record, smoothed=False))
-        if kind == "parabola":
+        if kind == "parabola":  # the cached curves all have finite losses, so there is a bottom
             return _fitted_bottom("parabola", lrs, raw, width) / TROUGH_FACTOR
         end = finite_length(raw)
         x, raw = np.log10(lrs[:end]), raw[:end]

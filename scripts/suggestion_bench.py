@@ -50,6 +50,7 @@ DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs"
 SWEEP_SEEDS = (0, 1, 2, 3, 4)
 GRID_SEEDS = (0, 1, 2)
 PROBE_FACTORS = (0.5, 1.0, 2.0)
+NEEDS_RULE = {"confirm", "split_confirm", "split_body_third", "split_pretrained"}
 
 
 def records(regime: str) -> list[dict]:
@@ -145,39 +146,27 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
         elif kind == "split_held":  # the head first, then the body with the head held at its `probe` rate
             options = {"groups": "auto", "strategy": "split", "body_phase": "held"}
             todo += [{"kind": "auto", "seed": s, "options": options} for s in SWEEP_SEEDS]
-        elif kind in ("split_confirm", "split_body_third"):  # the split runs' body rate, the head by another rule
-            from score_suggestions import RULES, _fastai, _strategy
-
-            read = RULES[rule][1] if rule in RULES else _fastai(rule)  # a library rule not scored on one group
-            # split_body_third: a pretrained body (not LoRA adapters, which are new weights) at a third of its rate
-            factor = 1 / 3 if kind == "split_body_third" else 1.0
-            if factor != 1.0 and regime.body_group != "body":
-                continue
-            for r in records(regime_name):
-                if _strategy(r) == "split":  # the head swept alone, not the head_phase="beside" runs
-                    curve = {"lrs": r["curves"]["head"]["lrs"], "losses": r["curves"]["head"]["losses"]}
-                    lrs = {regime.body_group: r["trained_lrs"][regime.body_group] * factor, "head": read(curve)}
-                    record = {"kind": "split_confirm", "rule": rule, "lr": lrs, "seed": r["seed"]}
-                    todo.append({**record, "options": {"body_factor": factor}} if factor != 1.0 else record)
-        elif kind == "split_pretrained":  # a pretrained body at the library's `pretrained`, the head by `--rule`
+        elif kind in ("split_confirm", "split_body_third", "split_pretrained"):  # the split runs' head by --rule
             from score_suggestions import RULES, _fastai, _prepared, _strategy
 
             from hf_lrfind.core.suggest import pretrained
 
-            read = RULES[rule][1] if rule in RULES else _fastai(rule)
-            if regime.body_group != "body":
-                continue
+            read = RULES[rule][1] if rule in RULES else _fastai(rule)  # a library rule not scored on one group
+            if kind != "split_confirm" and regime.body_group != "body":
+                continue  # a pretrained body's readings: not for LoRA adapters, which are new weights
             for r in records(regime_name):
-                if _strategy(r) == "split":
+                if _strategy(r) != "split":  # the head swept alone, not the head_phase="beside" runs
+                    continue
+                head = read({"lrs": r["curves"]["head"]["lrs"], "losses": r["curves"]["head"]["losses"]})
+                if kind == "split_pretrained":  # the library's rule on the cached body curve
                     body_curve = {**r["curves"]["body"], "sweep_losses": r["sweep_losses"]["body"]}
-                    lrs = {
-                        "body": pretrained(*_prepared(body_curve, smoothed=False)),
-                        "head": read(r["curves"]["head"]),
-                    }
-                    options = {"body_rule": "pretrained"}
-                    todo.append(
-                        {"kind": "split_confirm", "rule": rule, "lr": lrs, "seed": r["seed"], "options": options}
-                    )
+                    body, options = pretrained(*_prepared(body_curve, smoothed=False)), {"body_rule": "pretrained"}
+                else:  # the split run's body rate, or a third of it
+                    factor = 1 / 3 if kind == "split_body_third" else 1.0
+                    body = r["trained_lrs"][regime.body_group] * factor
+                    options = {"body_factor": factor} if factor != 1.0 else None
+                record = {"kind": "split_confirm", "rule": rule, "lr": {regime.body_group: body, "head": head}}
+                todo.append({**record, "seed": r["seed"], **({"options": options} if options else {})})
         elif kind == "probe":
             from score_suggestions import suggestion_of
 
@@ -281,10 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rule", default=None, help="the rule whose suggestions `confirm` trains at")
     parser.add_argument("--dry-run", action="store_true", help="list the runs still to do, and stop")
     args = parser.parse_args(argv)
-    if {"confirm", "split_confirm", "split_body_third", "split_pretrained"} & set(args.kinds) and not args.rule:
+    if NEEDS_RULE & set(args.kinds) and not args.rule:
         parser.error(
-            "--kinds confirm, split_confirm, split_body_third and split_pretrained need --rule NAME (see "
-            "scripts/score_suggestions.py)"
+            f"--kinds {', '.join(sorted(NEEDS_RULE & set(args.kinds)))} need --rule NAME (see scripts/score_suggestions.py)"
         )
     torch.set_num_threads(2)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -8,7 +8,7 @@ import torch
 from hf_lrfind import LRFinderConfig
 from hf_lrfind.core.engine import range_test
 from hf_lrfind.core.strategies import joint_range_test, sequential_range_test, split_range_test
-from hf_lrfind.core.suggest import prepare_curve, pretrained_fit
+from hf_lrfind.core.suggest import prepare_curve, pretrained, pretrained_fit
 from tests.test_engine import assert_same_state, make_step, state_of, tiny_model, two_group_optimizer
 
 
@@ -124,7 +124,8 @@ def test_split_sweeps_everything_at_one_rate_then_the_head_alone_and_restores():
     assert result.suggestion(group="head") == result.suggestions["head"]["probe"]  # the head's curve read with probe
     assert result.suggestions["head"]["probe"] == pytest.approx(result.suggestions["head"]["minimum"] / 3)
     body = result.suggestions["body"]
-    assert result.suggestion(group="body") == body["pretrained"]  # the body's default: pretrained
+    assert result.suggestion(group="body") == body["pretrained"]  # the body's default: pretrained ...
+    assert body["pretrained"] == pretrained(*prepare_curve(result.lrs["body"], result.losses["body"], num_steps=30))
     assert "probe" not in body and "pretrained" not in result.suggestions["head"]  # each rule on its own groups only
     summary = result.summary()
     assert (

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from hf_lrfind.core.suggest import (
     minimum,
     prepare_curve,
     pretrained,
+    pretrained_fit,
     probe,
     resolve_suggesters,
     slide,
@@ -357,6 +359,32 @@ def test_pretrained_falls_back_to_the_bottom_point_where_no_parabola_fits():
     lrs = fastai_lrs(100)
     falling = 3.0 - 0.1 * (np.log10(lrs) + 7.0) ** 2  # concave, lowest at the last rate
     assert pretrained(lrs, falling) == lrs[-1] / 6
+
+
+def test_pretrained_reads_the_lowest_point_of_a_flat_or_unfittable_curve_without_warnings():
+    # A flat curve fits a curvature of rounding size: no vertex is read from it, and nothing is drawn.
+    lrs = fastai_lrs(100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pretrained(lrs, np.full(100, 3.3)) == pytest.approx(trough(lrs, np.full(100, 3.3)) / 2, rel=1e-15)
+        assert pretrained_fit(lrs, np.full(100, 3.3)) is None
+        # a group held at lr 0 (a ratio of 0): every rate 0, read as trough reads it
+        assert pretrained(np.zeros(20), np.linspace(2, 1, 20)) == 0.0 == trough(np.zeros(20), np.linspace(2, 1, 20))
+        # a linear sweep from 0: the rate 0 is left out of the fit (no log of 0), the rest fitted
+        linear = np.linspace(0, 1e-3, 101)
+        bowl = 1.0 + (np.log10(np.maximum(linear, 1e-12)) + 3.3) ** 2
+        assert pretrained(linear, bowl) == pytest.approx(10**-3.3 / 6, rel=1e-9)
+    assert pretrained_fit(LRS10[:9], [6, 5, 4, 2, 1, 1, 1, 5, 6]) is None  # one point in the span: no fit
+
+
+def test_pretrained_fits_a_span_cut_short_by_a_divergence_right_after_the_bottom():
+    lrs = fastai_lrs(100)
+    x = np.log10(lrs)
+    losses = 2.0 + 0.5 * (x + 4.0) ** 2
+    losses[np.argmax(x > -3.9) :] = np.nan  # the span holds the bottom and 0.75 decade left of it only
+    assert pretrained(lrs, losses) == pytest.approx(1e-4 / 6, rel=1e-9)
+    span, fitted = pretrained_fit(lrs, losses)
+    assert span.max() < 10**-3.9 and fitted == pytest.approx(2.0 + 0.5 * (np.log10(span) + 4.0) ** 2)
 
 
 def test_pretrained_keeps_the_vertex_inside_the_span():

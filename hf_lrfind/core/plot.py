@@ -112,7 +112,7 @@ def plot_result(
             a.plot(read_lrs, centred, color="C0", linestyle="--", linewidth=1, label="centred mean (trough reads)")
             a.plot([read_lrs[bottom]], [centred[bottom]], linestyle="none", marker="|", markersize=14, color="C0")
             marked.append(float(centred[bottom]))
-        fit = pretrained_fit(read_lrs, read) if "pretrained" in result.suggestions[group] else None
+        fit = pretrained_fit(read_lrs, read) if result.suggestions[group].get("pretrained") is not None else None
         if fit is not None:  # what pretrained reads: the vertex of this parabola, at a sixth
             a.plot(*fit, color="black", linestyle="-.", linewidth=1.5, label="parabola fit (pretrained reads)")
         used = method or result.default_rule(group)

@@ -90,15 +90,25 @@ class LRFinderResult:
     def set_default_rule(self, group: str, rule: str) -> None:
         """
         Make `rule` the group's default rule: what `suggestion`, `apply`, `param_groups`, `summary` and `plot` read
-        the group with when no rule is named (kept in `metadata["default_rules"]`, so a saved result keeps it). For
-        example `result.set_default_rule("body", "trough")` reads a split sweep's body as the one-group range test
-        does, while the head keeps `probe`.
+        the group with when no rule is named (kept in `metadata["default_rules"]`, so a saved result keeps it).
+
+        Args:
+            group (`str`): one of the result's groups.
+            rule (`str`): a rule the sweep ran for that group (a key of `result.suggestions[group]`).
 
         Raises:
             ValueError: unknown group, or a rule the sweep did not run for that group (nothing is changed).
+
+        Example:
+
+        ```python
+        >>> result = find_lr(trainer, groups="auto")
+        >>> result.set_default_rule("body", "trough")  # the body as the one-group range test reads it; head: probe
+        >>> result.apply(trainer)
+        ```
         """
         if group not in self.suggestions:
-            raise ValueError(f"Unknown group {group!r}; this result has {self.groups}.")
+            raise ValueError(f"Unknown group {group!r}; this result has {list(self.suggestions)}.")
         if rule not in self.suggestions[group]:
             raise ValueError(
                 f"The sweep did not run the rule {rule!r} for group {group!r}; it ran {list(self.suggestions[group])}. Add it to LRFinderConfig(suggest=...) and sweep again."

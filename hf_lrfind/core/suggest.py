@@ -214,9 +214,11 @@ def centered_mean(values: CurveLike, half_width: int) -> np.ndarray:
     return (sums[hi] - sums[lo]) / (hi - lo)
 
 
-def _bottom(rule: str, lrs: CurveLike, losses: CurveLike, half_width: int) -> float | None:
-    """The rate at the first minimum of `centered_mean(losses, half_width)` on the curve cut at its first non-finite
-    loss; `None` with a warning naming `rule` when there is no finite loss."""
+def _cut_and_lowest(
+    rule: str, lrs: CurveLike, losses: CurveLike, half_width: int
+) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """The curve (float64) cut at its first non-finite loss, and the index of the first minimum of its
+    `centered_mean(losses, half_width)`; `None` with a warning naming `rule` when there is no finite loss."""
     lrs64, losses64 = _curve(lrs, losses, np.float64)
     if len(losses64) == 0:
         logger.warning(f"{rule}: the curve is empty, so there is no learning rate to suggest; returning None.")
@@ -227,7 +229,14 @@ def _bottom(rule: str, lrs: CurveLike, losses: CurveLike, half_width: int) -> fl
             f"{rule}: the curve starts with a non-finite loss, so there is no finite loss to read; returning None."
         )
         return None
-    return float(lrs64[int(np.argmin(centered_mean(losses64[:end], half_width)))])
+    return lrs64[:end], losses64[:end], int(np.argmin(centered_mean(losses64[:end], half_width)))
+
+
+def _bottom(rule: str, lrs: CurveLike, losses: CurveLike, half_width: int) -> float | None:
+    """The rate at the first minimum of `centered_mean(losses, half_width)` on the curve cut at its first non-finite
+    loss; `None` with a warning naming `rule` when there is no finite loss."""
+    cut = _cut_and_lowest(rule, lrs, losses, half_width)
+    return None if cut is None else float(cut[0][cut[2]])
 
 
 def trough(
@@ -263,48 +272,61 @@ trough.uses_raw_losses = True  # type: ignore[attr-defined]
 
 def _parabola(
     rule: str, lrs: CurveLike, losses: CurveLike, decades: float
-) -> tuple[float, np.ndarray, np.ndarray | None] | None:
+) -> tuple[float, tuple[np.ndarray, np.ndarray] | None] | None:
     """
     The least-squares parabola through the raw losses against log10(lr) within `decades` of the centred mean's first
-    minimum (as `_bottom` finds it; the curve cut at its first non-finite loss): `(that minimum's rate, log10 of the
-    span's rates, coefficients highest first)`, the coefficients `None` where fewer than 3 points fall inside or the
-    parabola opens downward. `None` as `_bottom`.
+    minimum (as `_bottom` finds it, on the curve cut at its first non-finite loss; rates <= 0 left out): `(that
+    minimum's rate, (log10 of the span's rates, coefficients highest first))`, the fit `None` where the span holds
+    fewer than 3 distinct rates or the parabola does not open upward by more than rounding. `None` as `_bottom`.
     """
-    at = _bottom(rule, lrs, losses, TROUGH_HALF_WIDTH)
-    if at is None:
+    cut = _cut_and_lowest(rule, lrs, losses, TROUGH_HALF_WIDTH)
+    if cut is None:
         return None
-    lrs64, losses64 = _curve(lrs, losses, np.float64)
-    end = finite_length(losses64)
-    x, y = np.log10(lrs64[:end]), losses64[:end]
+    lrs64, losses64, i = cut
+    at = float(lrs64[i])
+    if not at > 0:
+        return at, None
+    positive = lrs64 > 0
+    x, y = np.log10(lrs64[positive]), losses64[positive]
     near = np.abs(x - math.log10(at)) <= decades
-    if np.count_nonzero(near) < 3:
-        return at, x[near], None
-    coefficients = np.polyfit(x[near], y[near], 2)
-    return at, x[near], coefficients if coefficients[0] > 0 else None
+    x, y = x[near], y[near]
+    if len(np.unique(x)) < 3:
+        return at, None
+    coefficients = np.polyfit(x, y, 2)
+    # a flat span fits a curvature of rounding size, whose vertex would be anywhere
+    curved = coefficients[0] * np.ptp(x) ** 2 > 1e-9 * np.abs(y).max()
+    return at, ((x, coefficients) if curved else None)
 
 
 def _fitted_bottom(rule: str, lrs: CurveLike, losses: CurveLike, decades: float) -> float | None:
     """The bottom of the curve read by a fit: the vertex of `_parabola`, kept inside its span; the centred mean's
     minimum where no parabola opening upward fits. `None` as `_bottom`."""
-    fit = _parabola(rule, lrs, losses, decades)
-    if fit is None:
+    found = _parabola(rule, lrs, losses, decades)
+    if found is None:
         return None
-    at, x, coefficients = fit
-    if coefficients is None:
+    at, fit = found
+    if fit is None:
         return at
-    c2, c1, _ = coefficients
+    x, (c2, c1, _) = fit
     return float(10 ** np.clip(-c1 / (2 * c2), x.min(), x.max()))
 
 
 def pretrained_fit(lrs: CurveLike, losses: CurveLike) -> tuple[np.ndarray, np.ndarray] | None:
     """
-    The parabola [`pretrained`] fits, for drawing it: the learning rates of its span and the fitted losses there.
-    `None` where `pretrained` reads the centred mean's lowest point instead (or the curve is empty).
+    The parabola [`pretrained`] fits, for drawing it ([`~LRFinderResult.plot`] does).
+
+    Args:
+        lrs (`Sequence[float]`): Learning rates of the prepared curve.
+        losses (`Sequence[float]`): Raw losses of the prepared curve, one per learning rate.
+
+    Returns:
+        `tuple[np.ndarray, np.ndarray] | None`: the learning rates of the fitted span and the parabola's losses there;
+        `None` where `pretrained` reads the centred mean's lowest point instead, or the curve has no finite loss.
     """
-    fit = _parabola("pretrained", lrs, losses, PRETRAINED_DECADES)
-    if fit is None or fit[2] is None:
+    found = _parabola("pretrained", lrs, losses, PRETRAINED_DECADES)
+    if found is None or found[1] is None:
         return None
-    _, x, coefficients = fit
+    x, coefficients = found[1]
     return 10**x, np.polyval(coefficients, x)
 
 
@@ -314,11 +336,12 @@ def pretrained(lrs: CurveLike, losses: CurveLike) -> float | None:
     (phase 1 of the split strategy): a sixth of the curve's fitted bottom. The bottom is the vertex of the
     least-squares parabola through the raw losses against log10(lr), fitted within 0.75 decade of the first minimum
     of `centered_mean(losses, 2)` (the point [`trough`] reads) and kept inside that span; the minimum's rate where the
-    span holds under 3 points or the parabola opens downward.
+    span holds under 3 distinct rates or the parabola is flat or opens downward (and where that rate is not
+    positive: a group held at lr 0).
 
     The bottom of that curve is where the new head still learns fastest while the body already strains; the body
     trains best below it. A fine-tuned body's curve has a broad, shallow bottom whose lowest point wanders with the
-    batches; the fit reads its middle from about 18 points of the default sweep instead of 5, and moves less between
+    batches; the fit reads its middle from 19 points of the default sweep instead of 5, and moves less between
     data orders. The span and the factor were read off the cached curves and (body, head) grids of the suggestion
     benchmark's fine-tunes (docs/suggestions.md, "The body's rule").
 
