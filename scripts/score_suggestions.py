@@ -278,9 +278,14 @@ def markdown(regime: str, result: dict) -> str:
         + (f" (open {' and '.join(opened)}: the grid's edge)" if opened else "")
         + ".",
         "",
-        "| rule | reads | seeds in window | spread | distance from best | suggestions (seeds 0-4) |",
-        "|---|---|---|---|---|---|",
     ]
+    if not result["rules"]:  # a regime measured for groups="auto" only
+        lines.append("No one-group sweeps are cached for this regime: no rule is scored on its single rates.")
+    else:
+        lines += [
+            "| rule | reads | seeds in window | spread | distance from best | suggestions (seeds 0-4) |",
+            "|---|---|---|---|---|---|",
+        ]
     for name, r in result["rules"].items():
         sugg = ", ".join("-" if v is None else f"{v:.2e}" for v in r["suggestions"])
         spread = "-" if r["spread"] is None else f"{r['spread']:.2f}x"
