@@ -214,6 +214,24 @@ def test_split_plot_draws_the_parabola_pretrained_reads_on_the_body_panel_only()
     assert not [line for line in head_ax.lines if "parabola" in line.get_label()]
 
 
+def test_split_plot_marks_each_groups_rule_on_the_panel_body_and_adapter_share():
+    model = tiny_model()
+    groups = [model[0], model[1], model[3]]
+    names = ["body", "adapter", "head"]
+    opt = torch.optim.AdamW([{"params": list(m.parameters()), "lr": 1e-3, "name": n} for m, n in zip(groups, names)])
+    bowl = [1.0 + 0.05 * (i / 40 * 7 - 4.5) ** 2 for i in range(40)]
+    step, _ = make_step(model, opt, losses=bowl * 2 + [x + 0.5 for x in bowl])
+    result = split_range_test(step, model, opt, LRFinderConfig(num_steps=40, end_lr=1.0), progress=False)
+    shared, _ = result.plot().axes  # body and adapter: one curve, one panel; the head its own
+    assert shared.get_title().startswith("body (the same curve for adapter")
+    labels = [line.get_label() for line in shared.lines]
+    body, adapter = result.suggestion(group="body"), result.suggestion(group="adapter")
+    assert f"pretrained: {body:.2e} (default for body)" in labels
+    assert f"trough: {adapter:.2e} (default for adapter)" in labels
+    in_use = result.plot(method="valley").axes[0]  # one rule named: every group's, unnamed
+    assert f"valley: {result.suggestions['body']['valley']:.2e} (in use)" in [x.get_label() for x in in_use.lines]
+
+
 def test_split_reads_lora_adapters_with_the_first_rule_and_a_pretrained_body_with_its_own():
     """Adapters are new weights: the first rule of `suggest` (trough), not the pretrained body's rule."""
     model = tiny_model()

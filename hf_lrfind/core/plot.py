@@ -58,7 +58,8 @@ def plot_result(
     fastai's EMA bold, the centred mean `trough` reads dashed (and the parabola `pretrained` fits, where it ran,
     dash-dotted), one marker per suggestion, at the rate it suggests on the curve it reads, with its value in the
     legend. The rule in use (`method`, by default the group's default rule, which `result.suggestion()` returns) is
-    marked larger, with a vertical line at its rate. The centred mean is drawn over the points `trough` reads (the
+    marked larger, with a vertical line at its rate; on a panel shared by groups read with different rules, each
+    group's, named. The centred mean is drawn over the points `trough` reads (the
     prepared curve: the first and last points skipped), with the bottom it found. The y limits show the start, the
     bottoms of the smoothed and the raw loss, and every marker, not the diverging tail. Groups that share one curve
     share one panel. Never calls `plt.show()`.
@@ -115,7 +116,9 @@ def plot_result(
         fit = pretrained_fit(read_lrs, read) if result.suggestions[group].get("pretrained") is not None else None
         if fit is not None:  # what pretrained reads: the vertex of this parabola, at a sixth
             a.plot(*fit, color="black", linestyle="-.", linewidth=1.5, label="parabola fit (pretrained reads)")
-        used = method or result.default_rule(group)
+        used: dict[str, list[str]] = {}  # the rule in use -> the panel's groups it is used for
+        for g in panels[group]:
+            used.setdefault(method or result.default_rule(g), []).append(g)
         for i, (rule, lr) in enumerate(result.suggestions[group].items()):
             if lr is None:
                 continue
@@ -125,9 +128,11 @@ def plot_result(
             y = float(np.interp(lr, x[: len(curve)], curve))
             marked.append(y)
             style = {"marker": _MARKERS.get(rule, "x"), "color": f"C{i + 1}", "linestyle": "none"}
-            if rule == used:  # the rule in use: by default what result.suggestion() returns
+            if rule in used:  # the rule in use: by default what result.suggestion() returns
                 a.axvline(lr, color=f"C{i + 1}", linestyle=":", linewidth=1.5)
-                label = f"{rule}: {lr:.2e} ({'in use' if method else 'default'})"
+                # a panel shared by groups read with different rules (a split sweep's body and adapters) names them
+                whose = f" for {', '.join(used[rule])}" if len(used) > 1 else ""
+                label = f"{rule}: {lr:.2e} ({'in use' if method else 'default'}{whose})"
                 a.plot([lr], [y], markersize=12, markeredgecolor="black", label=label, **style)
             else:
                 a.plot([lr], [y], markersize=7, label=f"{rule}: {lr:.2e}", **style)
