@@ -210,50 +210,54 @@ MINILM_MLM = Regime(
     pairs=[(10**-3.5, h) for h in half_decades(-3, 0)] + [(1e-4, h) for h in (10**-1.5, 0.1, 10**-0.5)],
 )
 
-MINILM_PKG = Regime(
-    name="minilm_pkg",
-    description="held-out fine-tune: pretrained MiniLM-L6 + new 3-class head, numpy/torch/transformers docstrings by "
+
+def _package_classifier(name: str, description: str, task: str) -> Regime:
+    """
+    A held-out fine-tune of the pretrained MiniLM-L6 with a new 3-class head (which package a docstring of `task`
+    comes from), 80 steps: a first grid pass of half decades, extended and refined by `suggestion_bench.py`, and
+    (body, head) pairs at bodies a half decade either side of 1e-4 and heads from 1e-3 to 1.
+    """
+    return Regime(
+        name=name,
+        description=description,
+        steps=80,
+        grid=half_decades(-5, -2),
+        build_model=functools.partial(_minilm_classifier, num_labels=3),
+        train_batches=functools.partial(_docstring_train, task=task),
+        eval_batches=functools.partial(_docstring_eval, task),
+        pairs=[(b, h) for b in (10**-4.5, 1e-4, 10**-3.5) for h in half_decades(-3, 0)],
+    )
+
+
+# Its grid came first, its pairs as the classifier's: its best single rate of the first pass (1e-4) and a half decade
+# below, set when its first pass had passed that best (1e-3 worse), before any of its sweeps. Then body 3.16e-4 (added
+# after the split runs missed the tie band with bodies of 1.6e-4 to 4e-4, to see whether the miss is the body's rate
+# or the head's; nothing was retuned on it).
+MINILM_PKG = _package_classifier(
+    "minilm_pkg",
+    "held-out fine-tune: pretrained MiniLM-L6 + new 3-class head, numpy/torch/transformers docstrings by package, "
+    "80 steps of 16",
+    "packages",
+)
+
+# Built to judge the lead read off minilm_pkg's grids (the body at a third of the split strategy's rate): split runs
+# trained at the default and at the lead, one-group trough, the single-rate grid, and then the (body, head) pairs as
+# minilm_pkg's, run after all of those.
+MINILM_HF = _package_classifier(
+    "minilm_hf",
+    "second held-out fine-tune: pretrained MiniLM-L6 + new 3-class head, datasets/accelerate/peft docstrings by "
     "package, 80 steps of 16",
-    steps=80,
-    grid=half_decades(-5, -2),  # a first pass, extended and refined by `suggestion_bench.py` as the masked LM's
-    build_model=functools.partial(_minilm_classifier, num_labels=3),
-    train_batches=functools.partial(_docstring_train, task="packages"),
-    eval_batches=functools.partial(_docstring_eval, "packages"),
-    # (body, head) pairs as the classifier's: its best single rate of the first pass (1e-4) and a half decade below,
-    # head rates from 1e-3 to 1; set when its first pass had passed that best (1e-3 worse), before any of its sweeps.
-    # Then body 3.16e-4 (added after the split runs missed the tie band with bodies of 1.6e-4 to 4e-4, to see whether
-    # the miss is the body's rate or the head's; nothing was retuned on it)
-    pairs=[(b, h) for b in (10**-4.5, 1e-4, 10**-3.5) for h in half_decades(-3, 0)],
+    "hf_packages",
 )
 
-MINILM_HF = Regime(
-    name="minilm_hf",
-    description="second held-out fine-tune: pretrained MiniLM-L6 + new 3-class head, datasets/accelerate/peft "
-    "docstrings by package, 80 steps of 16",
-    steps=80,
-    grid=half_decades(-5, -2),  # a first pass, extended and refined by `suggestion_bench.py`
-    build_model=functools.partial(_minilm_classifier, num_labels=3),
-    train_batches=functools.partial(_docstring_train, task="hf_packages"),
-    eval_batches=functools.partial(_docstring_eval, "hf_packages"),
-    # built to judge the lead read off minilm_pkg's grids (the body at a third of the split strategy's rate): split
-    # runs trained at the default and at the lead, one-group trough, the single-rate grid, and then (body, head)
-    # pairs as minilm_pkg's, run after all of those (bodies a half decade either side of 1e-4, heads 1e-3 to 1)
-    pairs=[(b, h) for b in (10**-4.5, 1e-4, 10**-3.5) for h in half_decades(-3, 0)],
-)
-
-MINILM_TOOLS = Regime(
-    name="minilm_tools",
-    description="third held-out fine-tune: pretrained MiniLM-L6 + new 3-class head, sympy/networkx/huggingface_hub "
-    "docstrings by package, 80 steps of 16",
-    steps=80,
-    grid=half_decades(-5, -2),  # a first pass, extended and refined by `suggestion_bench.py`
-    build_model=functools.partial(_minilm_classifier, num_labels=3),
-    train_batches=functools.partial(_docstring_train, task="tools_packages"),
-    eval_batches=functools.partial(_docstring_eval, "tools_packages"),
-    # built after `pretrained` became a sixth of the body curve's fitted bottom, to judge it on a fine-tune it was not
-    # read off; everything fixed before its first run: split runs, trainings at the groups' rules (the body at
-    # `pretrained` and at the two readings before it), then the (body, head) pairs as minilm_pkg's, then the grid
-    pairs=[(b, h) for b in (10**-4.5, 1e-4, 10**-3.5) for h in half_decades(-3, 0)],
+# Built after `pretrained` became a sixth of the body curve's fitted bottom, to judge it on a fine-tune it was not read
+# off; everything fixed before its first run: split runs, trainings at the groups' rules (the body at `pretrained` and
+# at the two readings before it), then the (body, head) pairs as minilm_pkg's, then the grid.
+MINILM_TOOLS = _package_classifier(
+    "minilm_tools",
+    "third held-out fine-tune: pretrained MiniLM-L6 + new 3-class head, sympy/networkx/huggingface_hub docstrings by "
+    "package, 80 steps of 16",
+    "tools_packages",
 )
 
 GPT2_SCRATCH = Regime(
