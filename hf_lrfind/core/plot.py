@@ -59,10 +59,10 @@ def plot_result(
     dash-dotted), one marker per suggestion, at the rate it suggests on the curve it reads, with its value in the
     legend. The rule in use (`method`, by default the group's default rule, which `result.suggestion()` returns) is
     marked larger, with a vertical line at its rate; on a panel shared by groups read with different rules, each
-    group's, named. The centred mean is drawn over the points `trough` reads (the
-    prepared curve: the first and last points skipped), with the bottom it found. The y limits show the start, the
-    bottoms of the smoothed and the raw loss, and every marker, not the diverging tail. Groups that share one curve
-    share one panel. Never calls `plt.show()`.
+    group's, named. The centred mean is drawn over the points `trough` reads (the prepared curve: the first and last
+    points skipped), with the bottom it found. The y limits show the start, the bottoms of the smoothed and the raw
+    loss, and every marker, not the diverging tail. Groups that share one curve share one panel. Never calls
+    `plt.show()`.
 
     Args:
         result ([`LRFinderResult`]): the result to plot.
