@@ -427,6 +427,68 @@ def head_factors(regimes: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def _band_interval(heads: Sequence[float], losses: Sequence[float], band: float) -> tuple[float, float]:
+    """The head rates around the lowest loss whose losses stay within `band`, edges log-interpolated to the crossing
+    (an edge of the grid stays where it is)."""
+    x = [math.log10(h) for h in heads]
+    best = int(np.argmin(losses))
+    lo = hi = best
+    while lo > 0 and losses[lo - 1] <= band:
+        lo -= 1
+    while hi < len(heads) - 1 and losses[hi + 1] <= band:
+        hi += 1
+
+    def edge(inside: int, outside: int) -> float:
+        if not 0 <= outside < len(heads) or not math.isfinite(losses[outside]):
+            return x[inside]
+        return x[inside] + (band - losses[inside]) / (losses[outside] - losses[inside]) * (x[outside] - x[inside])
+
+    return 10 ** edge(lo, lo - 1), 10 ** edge(hi, hi + 1)
+
+
+def head_factors_beside(regimes: Sequence[str]) -> str:
+    """
+    Markdown: the factors `f` that put each split run's `bottom / f` among the head rates that train inside the tie
+    band beside the body rate the default trains with, at the same seed. Per regime: the pair grid's body row nearest
+    (in log) the median of the default's body (adapter) rates; at each grid seed, the head rates around that seed's
+    best whose own eval loss is within the band; the split run of that seed (same training seed) and its EMA bottom.
+    The head window (`head_factors`) is drawn on 3-seed means at the best pair's body; this is per seed at the body
+    the head trains beside.
+    """
+    from suggestbench.regimes import REGIMES
+
+    from hf_lrfind.core.suggest import PROBE_FACTOR, SUGGESTERS
+
+    lines = [
+        "| regime | body row (default's median) | head rates in the band, by seed | EMA bottoms | factors that land every seed |",
+        "|---|---|---|---|---|",
+    ]
+    lo_all, hi_all = 0.0, math.inf
+    for regime in regimes:
+        records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
+        body = REGIMES[regime].body_group
+        grid = pair_grid(records, body)
+        runs = sorted((r for r in records if _strategy(r) == "split" and "curves" in r), key=lambda r: r["seed"])
+        trained = [  # the default's body: `pretrained` where split_pretrained trained it, else the split runs' own
+            r["lr"][body] for r in records if (r.get("options") or {}).get("body_rule") == "pretrained"
+        ] or [r["trained_lrs"][body] for r in runs]
+        middle = statistics.median(trained)
+        rows = sorted({b for b, h in grid["runs"] if b != h})
+        row = min(rows, key=lambda b: abs(math.log10(b / middle)))
+        heads = sorted(h for b, h in grid["runs"] if b == row)
+        seeds = range(min(len(grid["runs"][row, h]) for h in heads))
+        intervals = [_band_interval(heads, [grid["runs"][row, h][i] for h in heads], grid["band"]) for i in seeds]
+        bottoms = [10 * SUGGESTERS["minimum"](*_prepared(r["curves"]["head"], smoothed=True)) for r in runs]
+        ranges = [factor_range([bottoms[i]], intervals[i]) for i in seeds]
+        f_lo, f_hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
+        lo_all, hi_all = max(lo_all, f_lo), min(hi_all, f_hi)
+        cells = ", ".join(f"{a:.3g} .. {b:.3g}" for a, b in intervals)
+        shown = ", ".join(f"{b:.3g}" for b in bottoms[: len(intervals)])
+        lines.append(f"| {regime} | {row:.3g} ({middle:.3g}) | {cells} | {shown} | {f_lo:.1f} .. {f_hi:.1f} |")
+    lines.append(f"| all | | | | {lo_all:.1f} .. {hi_all:.1f} (`probe`: {PROBE_FACTOR:g}) |")
+    return "\n".join(lines)
+
+
 def _has_pairs(records: Sequence[dict]) -> bool:
     """(body, head) pairs: what a head window is drawn from (minilm_hf has split runs, not pairs)."""
     return any(r["kind"] == "pair" for r in records)
@@ -854,6 +916,8 @@ def main(argv: list[str] | None = None) -> int:
     if split_regimes:
         print("\nhead curves of the split runs, and the factors below their bottom that land in the head window:")
         print(head_factors(split_regimes))
+        print("\nthe same factors against the head rates that train in the band beside the default's body, per seed:")
+        print(head_factors_beside(split_regimes))
     if args.body_rules and split_regimes:
         print("\nthe split runs' body curves read by other rules, against the single-rate window:")
         print(

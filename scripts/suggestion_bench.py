@@ -149,7 +149,7 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
         elif kind in ("split_confirm", "split_body_third", "split_pretrained"):  # the split runs' head by --rule
             from score_suggestions import RULES, _fastai, _prepared, _strategy
 
-            from hf_lrfind.core.suggest import pretrained
+            from hf_lrfind.core.suggest import PROBE_FACTOR, pretrained
 
             read = RULES[rule][1] if rule in RULES else _fastai(rule)  # a library rule not scored on one group
             if kind != "split_confirm" and regime.body_group != "body":
@@ -165,6 +165,8 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
                     factor = 1 / 3 if kind == "split_body_third" else 1.0
                     body = r["trained_lrs"][regime.body_group] * factor
                     options = {"body_factor": factor} if factor != 1.0 else None
+                if rule == "probe":  # its factor in the key: the runs cached before it changed read 30
+                    options = {**(options or {}), "head_factor": PROBE_FACTOR}
                 record = {"kind": "split_confirm", "rule": rule, "lr": {regime.body_group: body, "head": head}}
                 todo.append({**record, "seed": r["seed"], **({"options": options} if options else {})})
         elif kind == "probe":

@@ -122,7 +122,7 @@ def test_split_sweeps_everything_at_one_rate_then_the_head_alone_and_restores():
     assert result.metadata["default_rules"] == {"body": "pretrained", "head": "probe"}
     assert result.metadata["head_groups"] == ["head"]
     assert result.suggestion(group="head") == result.suggestions["head"]["probe"]  # the head's curve read with probe
-    assert result.suggestions["head"]["probe"] == pytest.approx(result.suggestions["head"]["minimum"] / 3)
+    assert result.suggestions["head"]["probe"] == pytest.approx(result.suggestions["head"]["minimum"] / 7)
     body = result.suggestions["body"]
     assert result.suggestion(group="body") == body["pretrained"]  # the body's default: pretrained ...
     assert body["pretrained"] == pretrained(*prepare_curve(result.lrs["body"], result.losses["body"], num_steps=30))

@@ -128,6 +128,26 @@ TOOLS_PACKAGES = {
     ],
 }  # fmt: skip
 
+LIBS_PACKAGES = {
+    "pandas": [
+        "pandas.core.frame", "pandas.core.series", "pandas.core.generic", "pandas.io.parsers.readers",
+        "pandas.core.groupby.groupby", "pandas.core.reshape.merge", "pandas.core.indexes.base",
+        "pandas.core.tools.datetimes", "pandas.io.formats.style", "pandas.core.window.rolling",
+        "pandas.core.arrays.categorical", "pandas.core.resample", "pandas.io.sql", "pandas.core.strings.accessor",
+        "pandas.core.reshape.pivot",
+    ],
+    "matplotlib": [
+        "matplotlib.axes._axes", "matplotlib.figure", "matplotlib.pyplot", "matplotlib.colors", "matplotlib.ticker",
+        "matplotlib.text", "matplotlib.lines", "matplotlib.patches", "matplotlib.transforms", "matplotlib.axis",
+    ],
+    "pytest": [
+        "_pytest.fixtures", "_pytest.python", "_pytest.main", "_pytest.config", "_pytest.mark.structures",
+        "_pytest.monkeypatch", "_pytest.tmpdir", "_pytest.recwarn", "_pytest.capture", "_pytest.logging",
+        "_pytest.nodes", "_pytest.runner", "_pytest.reports", "_pytest.terminal", "_pytest.pytester",
+        "_pytest.outcomes",
+    ],
+}  # fmt: skip
+
 
 def _labelled(
     groups: dict[str, list[str]], balance: bool = False
@@ -172,6 +192,12 @@ def hf_package_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
 def tools_package_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
     """`(train, eval)` lists of `(text, label)`, labelled by package (sympy, networkx, huggingface_hub)."""
     return _by_package(TOOLS_PACKAGES)
+
+
+@functools.cache
+def libs_package_task() -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """`(train, eval)` lists of `(text, label)`, labelled by package (pandas, matplotlib, pytest)."""
+    return _by_package(LIBS_PACKAGES)
 
 
 @functools.cache

@@ -8,7 +8,14 @@ import functools
 import torch
 
 from .common import Regime, endless, half_decades
-from .data import docstring_task, hf_package_task, package_task, python_docs_text, tools_package_task
+from .data import (
+    docstring_task,
+    hf_package_task,
+    libs_package_task,
+    package_task,
+    python_docs_text,
+    tools_package_task,
+)
 
 BATCH_SIZE = 16
 
@@ -32,6 +39,7 @@ TASKS = {
     "packages": package_task,
     "hf_packages": hf_package_task,
     "tools_packages": tools_package_task,
+    "libs_packages": libs_package_task,
 }
 
 
@@ -260,6 +268,16 @@ MINILM_TOOLS = _package_classifier(
     "tools_packages",
 )
 
+# Built after `probe`'s factor went from 30 to 70, to judge it (and the split strategy with the body at `pretrained`)
+# on a fine-tune neither was read off; fixed before its first run: split runs, trainings at the groups' default rules,
+# then the (body, head) pairs as minilm_pkg's, then the grid.
+MINILM_LIBS = _package_classifier(
+    "minilm_libs",
+    "fourth held-out fine-tune: pretrained MiniLM-L6 + new 3-class head, pandas/matplotlib/pytest docstrings by "
+    "package, 80 steps of 16",
+    "libs_packages",
+)
+
 GPT2_SCRATCH = Regime(
     name="gpt2_scratch",
     description="from scratch: GPT-2 (4 layers, 128 wide, 0.8M) on the Python docs, 200 steps of 16x64 tokens",
@@ -318,5 +336,6 @@ REGIMES = {
         MINILM_PKG,
         MINILM_HF,
         MINILM_TOOLS,
+        MINILM_LIBS,
     )
 }
