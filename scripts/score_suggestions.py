@@ -518,6 +518,17 @@ def _strategy(record: dict) -> str | None:
     return options.get("strategy", "sequential")
 
 
+def _head_rule(record: dict) -> str:
+    """The head's rule of a split_confirm record; `probe` at another factor than the library's now names it (the
+    records cached before `head_factor` was recorded read 30)."""
+    from hf_lrfind.core.suggest import PROBE_FACTOR
+
+    if record["rule"] != "probe":
+        return record["rule"]
+    factor = (record.get("options") or {}).get("head_factor", 30.0)
+    return "probe" if factor == PROBE_FACTOR else f"probe /{factor:g}"
+
+
 def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
     """
     Markdown: `groups="auto"`, per strategy, trained at its per-group `trough` suggestions, against the best
@@ -558,7 +569,7 @@ def groups_auto(records: Sequence[dict], steps: int, body: str = "body") -> str:
             options = r.get("options") or {}
             factor, rule = options.get("body_factor"), options.get("body_rule")
             body_part = f", {body} x {factor:.3g}" if factor else f", {body} by {rule}" if rule else ""
-            variants.setdefault(f"split{body_part}, head by {r['rule']}", []).append(row)
+            variants.setdefault(f"split{body_part}, head by {_head_rule(r)}", []).append(row)
     swept = {r["seed"]: r["cost_steps"] for r in sweeps_of(records, THREE)}
     variants[ONE_GROUP] = [  # the one-group default, trained at its suggestion: every group at that one rate
         {**r, "trained_lrs": {body: r["lr"], "head": r["lr"]}, "cost_steps": swept[r["seed"]]}
@@ -653,18 +664,19 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
     from matplotlib.figure import Figure
     from suggestbench.regimes import REGIMES
 
+    from hf_lrfind.core.suggest import probe
+
     fig = Figure(figsize=(9, 3.6 * len(regimes)))
     axes = fig.subplots(len(regimes), 2, squeeze=False)
     for row, regime in zip(axes, regimes):
         records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
         body = REGIMES[regime].body_group
         runs = sorted((r for r in records if _strategy(r) == strategy and "curves" in r), key=lambda r: r["seed"])
-        confirmed = [
-            r for r in records if strategy == "split" and r["kind"] == "split_confirm" and r["rule"] == "probe"
-        ]
-        # the split runs trained their head at trough: mark probe's rate, read by split_confirm; and a pretrained
-        # body's default, `pretrained`, where split_pretrained trained it
-        head_rule = {r["seed"]: r["lr"]["head"] for r in confirmed}
+        confirmed = [r for r in records if strategy == "split" and r["kind"] == "split_confirm"]
+        # the split runs trained their head at trough: mark the library's probe on their head curves; and a
+        # pretrained body's default, `pretrained`, where split_pretrained trained it
+        split = strategy == "split"  # the held runs trained their head at probe's rate then, /30: as trained
+        head_rule = {r["seed"]: probe(*_prepared(r["curves"]["head"], smoothed=True)) for r in runs if split}
         body_rule = {r["seed"]: r["lr"][body] for r in confirmed if (r.get("options") or {}).get("body_rule")}
         grid = pair_grid(records, body)
         for ax, group in zip(row, (body, "head")):
@@ -682,7 +694,7 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
             else:
                 ax.axvline(grid["best"][0], color="k", lw=1, label=f"best pair's {body} lr")
             ax.set_xscale("log")
-            rule = "probe" if group == "head" else "pretrained" if body_rule else "trough"
+            rule = ("probe" if split else "probe /30") if group == "head" else "pretrained" if body_rule else "trough"
             shown = "held" if strategy == HELD else strategy
             ax.set_title(f"{regime}: {group} curve ({shown}); dotted: {rule}", fontsize="medium")
             ax.set_xlabel("learning rate")

@@ -139,24 +139,26 @@ def test_groups_auto_shows_the_one_group_default_trained_at_its_rate_beside_the_
             "eval_loss": 1.15,
         }
     )
-    records.append(  # the split run's body at a rule read on its cached body curve, the head by probe
-        {
-            "kind": "split_confirm",
-            "rule": "probe",
-            "lr": {"body": 4e-5, "head": 5e-2},
-            "seed": 0,
-            "options": {"body_rule": "pretrained"},
-            "eval_loss": 1.25,
-        }
-    )
+    for factor, head, loss in ((None, 5e-2, 1.25), (70.0, 2e-2, 1.05)):  # probe's factor before, then recorded
+        records.append(  # the split run's body at a rule read on its cached body curve, the head by probe
+            {
+                "kind": "split_confirm",
+                "rule": "probe",
+                "lr": {"body": 4e-5, "head": head},
+                "seed": 0,
+                "options": {"body_rule": "pretrained", **({"head_factor": factor} if factor else {})},
+                "eval_loss": loss,
+            }
+        )
     table = S.groups_auto(records, steps=10).splitlines()
-    third = [line for line in table if line.startswith("| split, body x 0.333, head by probe | 0 |")]
+    third = [line for line in table if line.startswith("| split, body x 0.333, head by probe /30 | 0 |")]
     assert third == [
-        "| split, body x 0.333, head by probe | 0 | 6.67e-05 | 5.00e-02 | 1.1500 | yes | yes | 300 (2.500) |"
+        "| split, body x 0.333, head by probe /30 | 0 | 6.67e-05 | 5.00e-02 | 1.1500 | yes | yes | 300 (2.500) |"
     ]
-    ruled = [line for line in table if line.startswith("| split, body by pretrained, head by probe | 0 |")]
+    ruled = [line for line in table if line.startswith("| split, body by pretrained, head by probe")]
     assert ruled == [
-        "| split, body by pretrained, head by probe | 0 | 4.00e-05 | 5.00e-02 | 1.2500 | no | yes | 300 (2.500) |"
+        "| split, body by pretrained, head by probe /30 | 0 | 4.00e-05 | 5.00e-02 | 1.2500 | no | yes | 300 (2.500) |",
+        "| split, body by pretrained, head by probe | 0 | 4.00e-05 | 2.00e-02 | 1.0500 | yes | yes | 300 (2.500) |",
     ]
     rows = [line for line in table if line.startswith("| one group")]
     assert rows == [
@@ -265,8 +267,37 @@ def test_the_cached_pretrained_runs_trained_at_the_librarys_pretrained_on_their_
                 # the same here; 1e-12 leaves room for another BLAS under the least-squares fit
                 assert r["lr"]["body"] == pytest.approx(pretrained(*S._prepared(curve, smoothed=False)), rel=1e-12)
                 checked.setdefault(name, []).append(r["seed"])
-    for regime in ("minilm_cls", "minilm_mlm", "minilm_pkg", "minilm_hf"):  # every seed of the four full fine-tunes
-        assert sorted(checked[f"{regime}.jsonl"]) == [0, 1, 2, 3, 4]
+    full = ("minilm_cls", "minilm_mlm", "minilm_pkg", "minilm_hf", "minilm_tools", "minilm_libs")
+    for regime in full:  # every seed of the six full fine-tunes, at each head factor trained
+        assert set(checked[f"{regime}.jsonl"]) == {0, 1, 2, 3, 4}
+
+
+def test_the_cached_probe_runs_trained_their_head_at_the_librarys_probe_on_their_split_runs_curves():
+    """The split_confirm runs at probe's factor now (`head_factor`) trained each head at the library's `probe` read on
+    the cached head curve of the same seed's split run: every seed of the seven fine-tunes."""
+    from hf_lrfind.core.suggest import PROBE_FACTOR, probe
+
+    checked = {}
+    for name in sorted(os.listdir(S.DATA_DIR)):
+        records = S.load(os.path.join(S.DATA_DIR, name))
+        split = {r["seed"]: r for r in records if S._strategy(r) == "split"}
+        for r in records:
+            if r["kind"] == "split_confirm" and (r.get("options") or {}).get("head_factor") == PROBE_FACTOR:
+                head = split[r["seed"]]["curves"]["head"]
+                assert r["lr"]["head"] == pytest.approx(probe(*S._prepared(head, smoothed=True)), rel=1e-12)
+                checked.setdefault(name[: -len(".jsonl")], []).append(r["seed"])
+    for regime in ("minilm_cls", "minilm_lora", "minilm_mlm", "minilm_pkg", "minilm_hf", "minilm_tools", "minilm_libs"):
+        assert sorted(checked[regime]) == [0, 1, 2, 3, 4]
+
+
+def test_band_interval_reads_the_head_rates_in_the_band_around_the_best_with_interpolated_edges():
+    heads = [1e-3, 1e-2, 1e-1, 1.0]
+    lo, hi = S._band_interval(heads, [2.0, 1.0, 1.1, 2.2], band=1.2)
+    assert math.log10(lo) == pytest.approx(-2 - 0.2) and math.log10(hi) == pytest.approx(-1 + 1 / 11)
+    lo, hi = S._band_interval(heads, [1.0, 1.1, 1.3, 1.0], band=1.2)  # only the run around the best; an edge stays
+    assert lo == 1e-3 and math.log10(hi) == pytest.approx(-2 + 0.5)
+    lo, hi = S._band_interval(heads, [1.0, 1.1, math.inf, 1.0], band=1.2)  # a diverged neighbour: the edge stays
+    assert (lo, hi) == (1e-3, 1e-2)
 
 
 def test_auto_runs_are_labelled_by_strategy_and_phase():
