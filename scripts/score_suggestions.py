@@ -56,16 +56,6 @@ def top_window(grid: Sequence[dict]) -> dict:
     threshold = means[best] + 2 * sd
     top = [i for i, m in enumerate(means) if m <= threshold]
     lo_i, hi_i = min(top), max(top)
-    x = [math.log10(lr) for lr in lrs]
-
-    def edge(inside: int, outside: int) -> float:
-        if outside < 0 or outside >= len(lrs):
-            return x[inside]
-        if not math.isfinite(means[outside]):
-            return x[inside]
-        frac = (threshold - means[inside]) / (means[outside] - means[inside])
-        return x[inside] + frac * (x[outside] - x[inside])
-
     return {
         "lrs": lrs,
         "means": means,
@@ -74,9 +64,22 @@ def top_window(grid: Sequence[dict]) -> dict:
         "best_mean": means[best],
         "threshold": threshold,
         "top": [lrs[i] for i in top],
-        "window": (10 ** edge(lo_i, lo_i - 1), 10 ** edge(hi_i, hi_i + 1)),
+        "window": _log_edges(lrs, means, threshold, lo_i, hi_i),
         "open": (lo_i == 0, hi_i == len(lrs) - 1),
     }
+
+
+def _log_edges(lrs: Sequence[float], values: Sequence[float], level: float, lo: int, hi: int) -> tuple[float, float]:
+    """The rates where `values` cross `level` just outside `lrs[lo] .. lrs[hi]` (inside it, at or below `level`),
+    interpolated in log lr; an edge stays at `lrs[lo]` or `lrs[hi]` where the grid ends or its neighbour diverged."""
+    x = [math.log10(lr) for lr in lrs]
+
+    def edge(inside: int, outside: int) -> float:
+        if not 0 <= outside < len(lrs) or not math.isfinite(values[outside]):
+            return x[inside]
+        return x[inside] + (level - values[inside]) / (values[outside] - values[inside]) * (x[outside] - x[inside])
+
+    return 10 ** edge(lo, lo - 1), 10 ** edge(hi, hi + 1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -375,12 +378,24 @@ def pair_grid(records: Sequence[dict], body: str = "body") -> dict:
     return {"runs": runs, "means": means, "sd": sd, "best": best, "band": means[best] + 2 * sd, "head": top_window(row)}
 
 
+def _split_runs(records: Sequence[dict], strategy: str = "split") -> list[dict]:
+    """A strategy's cached `groups="auto"` runs with their phase curves, by seed."""
+    return sorted((r for r in records if _strategy(r) == strategy and "curves" in r), key=lambda r: r["seed"])
+
+
+def _head_bottom(run: dict) -> float:
+    """The rate at the bottom of a split run's head curve's EMA (fastai's `minimum` times 10): what `probe` divides."""
+    from hf_lrfind.core.suggest import minimum
+
+    return 10 * minimum(*_prepared(run["curves"]["head"], smoothed=True))
+
+
 def head_rules(records: Sequence[dict], strategy: str, body: str = "body") -> str:
     """Markdown: each rule read on the cached head curves of a strategy's runs, against the head window."""
     from hf_lrfind.core.suggest import SUGGESTERS, trough
 
     lo, hi = pair_grid(records, body)["head"]["window"]
-    runs = sorted((r for r in records if _strategy(r) == strategy and "curves" in r), key=lambda r: r["seed"])
+    runs = _split_runs(records, strategy)
     lines = ["| rule on the head curve | head window hit | suggestions by seed |", "|---|---|---|"]
     for name in ("trough", "valley", "slide", "steep", "minimum", "probe"):
         values = []
@@ -406,19 +421,18 @@ def head_factors(regimes: Sequence[str]) -> str:
     """
     Markdown: for each regime's split runs, the rate at the bottom of the head curve's EMA (fastai's `minimum` times
     10) and the factors `f` that put `bottom / f` inside the head window; then the factors that do so at every seed
-    of every regime (how `probe`'s 30 was chosen).
+    of every regime (one of the two criteria `probe`'s factor was chosen by; `head_factors_beside` the other).
     """
     from suggestbench.regimes import REGIMES
 
-    from hf_lrfind.core.suggest import PROBE_FACTOR, SUGGESTERS
+    from hf_lrfind.core.suggest import PROBE_FACTOR
 
     lines = ["| regime | head window | EMA bottoms by seed | factors that land every seed |", "|---|---|---|---|"]
     lo_all, hi_all = 0.0, math.inf
     for regime in regimes:
         records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
         lo, hi = pair_grid(records, REGIMES[regime].body_group)["head"]["window"]
-        runs = sorted((r for r in records if _strategy(r) == "split" and "curves" in r), key=lambda r: r["seed"])
-        bottoms = [10 * SUGGESTERS["minimum"](*_prepared(r["curves"]["head"], smoothed=True)) for r in runs]
+        bottoms = [_head_bottom(r) for r in _split_runs(records)]
         f_lo, f_hi = factor_range(bottoms, (lo, hi))
         lo_all, hi_all = max(lo_all, f_lo), min(hi_all, f_hi)
         cells = ", ".join(f"{b:.3g}" for b in bottoms)
@@ -427,70 +441,73 @@ def head_factors(regimes: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _band_interval(heads: Sequence[float], losses: Sequence[float], band: float) -> tuple[float, float]:
-    """The head rates around the lowest loss whose losses stay within `band`, edges log-interpolated to the crossing
-    (an edge of the grid stays where it is)."""
-    x = [math.log10(h) for h in heads]
+def _band_interval(heads: Sequence[float], losses: Sequence[float], band: float) -> tuple[float, float] | None:
+    """The head rates around the lowest loss whose losses stay within `band` (edges as `_log_edges`); `None` where
+    even the lowest is outside."""
     best = int(np.argmin(losses))
+    if not losses[best] <= band:
+        return None
     lo = hi = best
     while lo > 0 and losses[lo - 1] <= band:
         lo -= 1
     while hi < len(heads) - 1 and losses[hi + 1] <= band:
         hi += 1
-
-    def edge(inside: int, outside: int) -> float:
-        if not 0 <= outside < len(heads) or not math.isfinite(losses[outside]):
-            return x[inside]
-        return x[inside] + (band - losses[inside]) / (losses[outside] - losses[inside]) * (x[outside] - x[inside])
-
-    return 10 ** edge(lo, lo - 1), 10 ** edge(hi, hi + 1)
+    return _log_edges(heads, losses, band, lo, hi)
 
 
 def head_factors_beside(regimes: Sequence[str]) -> str:
     """
     Markdown: the factors `f` that put each split run's `bottom / f` among the head rates that train inside the tie
     band beside the body rate the default trains with, at the same seed. Per regime: the pair grid's body row nearest
-    (in log) the median of the default's body (adapter) rates; at each grid seed, the head rates around that seed's
-    best whose own eval loss is within the band; the split run of that seed (same training seed) and its EMA bottom.
-    The head window (`head_factors`) is drawn on 3-seed means at the best pair's body; this is per seed at the body
-    the head trains beside.
+    (in log) the median of the default's body rates on the split runs (`pretrained` read on their body curves;
+    adapters: the `trough` they trained at); at each seed of that row, the head rates around the seed's best whose
+    own eval loss is within the band; the split run of that seed (the same training seed) and its EMA bottom. The
+    head window (`head_factors`) is drawn on 3-seed means at the best pair's body; this is per seed, beside the body
+    the head trains with.
     """
     from suggestbench.regimes import REGIMES
 
-    from hf_lrfind.core.suggest import PROBE_FACTOR, SUGGESTERS
+    from hf_lrfind.core.suggest import PROBE_FACTOR, pretrained
 
-    lines = [
-        "| regime | body row (default's median) | head rates in the band, by seed | EMA bottoms | factors that land every seed |",
-        "|---|---|---|---|---|",
-    ]
+    header = "| regime | body row (default's median) | head rates in the band, by seed | EMA bottoms | factors |"
+    lines = [header, "|---|---|---|---|---|"]
     lo_all, hi_all = 0.0, math.inf
     for regime in regimes:
         records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
         body = REGIMES[regime].body_group
-        grid = pair_grid(records, body)
-        runs = sorted((r for r in records if _strategy(r) == "split" and "curves" in r), key=lambda r: r["seed"])
-        trained = [  # the default's body: `pretrained` where split_pretrained trained it, else the split runs' own
-            r["lr"][body] for r in records if (r.get("options") or {}).get("body_rule") == "pretrained"
-        ] or [r["trained_lrs"][body] for r in runs]
-        middle = statistics.median(trained)
-        rows = sorted({b for b, h in grid["runs"] if b != h})
-        row = min(rows, key=lambda b: abs(math.log10(b / middle)))
-        heads = sorted(h for b, h in grid["runs"] if b == row)
-        seeds = range(min(len(grid["runs"][row, h]) for h in heads))
-        intervals = [_band_interval(heads, [grid["runs"][row, h][i] for h in heads], grid["band"]) for i in seeds]
-        bottoms = [10 * SUGGESTERS["minimum"](*_prepared(r["curves"]["head"], smoothed=True)) for r in runs]
-        ranges = [factor_range([bottoms[i]], intervals[i]) for i in seeds]
+        band = pair_grid(records, body)["band"]
+        runs = {r["seed"]: r for r in _split_runs(records)}
+        bodies = [
+            pretrained(*_prepared({**r["curves"]["body"], "sweep_losses": r["sweep_losses"]["body"]}, smoothed=False))
+            if body == "body"
+            else r["trained_lrs"][body]
+            for r in runs.values()
+        ]
+        middle = statistics.median(bodies)
+        by_seed: dict[tuple[float, float], dict[int, float]] = {}  # (body, head) -> seed -> eval loss
+        for r in records:
+            if r["kind"] in ("grid", "pair"):
+                key = (r["lr"], r["lr"]) if r["kind"] == "grid" else (r["lr"][body], r["lr"]["head"])
+                by_seed.setdefault(key, {})[r["seed"]] = math.inf if r["eval_loss"] is None else r["eval_loss"]
+        row = min({b for b, h in by_seed if b != h}, key=lambda b: abs(math.log10(b / middle)))
+        heads = sorted(h for b, h in by_seed if b == row)
+        seeds = sorted(set.intersection(*(set(by_seed[row, h]) for h in heads)) & set(runs))
+        bottoms = {s: _head_bottom(runs[s]) for s in seeds}
+        intervals = {s: _band_interval(heads, [by_seed[row, h][s] for h in heads], band) for s in seeds}
+        ranges = [factor_range([bottoms[s]], intervals[s]) if intervals[s] else (math.inf, 0.0) for s in seeds]
         f_lo, f_hi = max(r[0] for r in ranges), min(r[1] for r in ranges)
         lo_all, hi_all = max(lo_all, f_lo), min(hi_all, f_hi)
-        cells = ", ".join(f"{a:.3g} .. {b:.3g}" for a, b in intervals)
-        shown = ", ".join(f"{b:.3g}" for b in bottoms[: len(intervals)])
-        lines.append(f"| {regime} | {row:.3g} ({middle:.3g}) | {cells} | {shown} | {f_lo:.1f} .. {f_hi:.1f} |")
-    lines.append(f"| all | | | | {lo_all:.1f} .. {hi_all:.1f} (`probe`: {PROBE_FACTOR:g}) |")
+        cells = ", ".join(f"{v[0]:.3g} .. {v[1]:.3g}" if v else "none in band" for v in intervals.values())
+        shown = ", ".join(f"{b:.3g}" for b in bottoms.values())
+        found = f"{f_lo:.1f} .. {f_hi:.1f}" if f_lo <= f_hi else "none"
+        lines.append(f"| {regime} | {row:.3g} ({middle:.3g}) | {cells} | {shown} | {found} |")
+    found = f"{lo_all:.1f} .. {hi_all:.1f}" if lo_all <= hi_all else "none"
+    lines.append(f"| all | | | | {found} (`probe`: {PROBE_FACTOR:g}) |")
     return "\n".join(lines)
 
 
 def _has_pairs(records: Sequence[dict]) -> bool:
-    """(body, head) pairs: what a head window is drawn from (minilm_hf has split runs, not pairs)."""
+    """(body, head) pairs: what a head window is drawn from."""
     return any(r["kind"] == "pair" for r in records)
 
 
@@ -518,6 +535,9 @@ def _strategy(record: dict) -> str | None:
     return options.get("strategy", "sequential")
 
 
+OLD_PROBE_FACTOR = 30.0  # `probe`'s factor when the split_confirm runs without `head_factor` were trained
+
+
 def _head_rule(record: dict) -> str:
     """The head's rule of a split_confirm record; `probe` at another factor than the library's now names it (the
     records cached before `head_factor` was recorded read 30)."""
@@ -525,7 +545,7 @@ def _head_rule(record: dict) -> str:
 
     if record["rule"] != "probe":
         return record["rule"]
-    factor = (record.get("options") or {}).get("head_factor", 30.0)
+    factor = (record.get("options") or {}).get("head_factor", OLD_PROBE_FACTOR)
     return "probe" if factor == PROBE_FACTOR else f"probe /{factor:g}"
 
 
@@ -671,11 +691,12 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
     for row, regime in zip(axes, regimes):
         records = load(os.path.join(DATA_DIR, f"{regime}.jsonl"))
         body = REGIMES[regime].body_group
-        runs = sorted((r for r in records if _strategy(r) == strategy and "curves" in r), key=lambda r: r["seed"])
-        confirmed = [r for r in records if strategy == "split" and r["kind"] == "split_confirm"]
+        runs = _split_runs(records, strategy)
         # the split runs trained their head at trough: mark the library's probe on their head curves; and a
-        # pretrained body's default, `pretrained`, where split_pretrained trained it
-        split = strategy == "split"  # the held runs trained their head at probe's rate then, /30: as trained
+        # pretrained body's default, `pretrained`, where split_pretrained trained it. The held runs trained their
+        # head at probe's rate then (OLD_PROBE_FACTOR): marked as trained
+        split = strategy == "split"
+        confirmed = [r for r in records if split and r["kind"] == "split_confirm"]
         head_rule = {r["seed"]: probe(*_prepared(r["curves"]["head"], smoothed=True)) for r in runs if split}
         body_rule = {r["seed"]: r["lr"][body] for r in confirmed if (r.get("options") or {}).get("body_rule")}
         grid = pair_grid(records, body)
@@ -694,7 +715,8 @@ def phase_plot(regimes: Sequence[str], path: str, strategy: str = "split") -> No
             else:
                 ax.axvline(grid["best"][0], color="k", lw=1, label=f"best pair's {body} lr")
             ax.set_xscale("log")
-            rule = ("probe" if split else "probe /30") if group == "head" else "pretrained" if body_rule else "trough"
+            old = f"probe /{OLD_PROBE_FACTOR:g}"
+            rule = ("probe" if split else old) if group == "head" else "pretrained" if body_rule else "trough"
             shown = "held" if strategy == HELD else strategy
             ax.set_title(f"{regime}: {group} curve ({shown}); dotted: {rule}", fontsize="medium")
             ax.set_xlabel("learning rate")

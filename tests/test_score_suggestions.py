@@ -300,6 +300,46 @@ def test_band_interval_reads_the_head_rates_in_the_band_around_the_best_with_int
     assert (lo, hi) == (1e-3, 1e-2)
 
 
+def test_band_interval_is_none_where_even_the_seeds_best_is_outside_the_band():
+    assert S._band_interval([1.0, 10.0, 100.0], [2.0, 1.5, 2.0], band=1.2) is None
+
+
+def test_head_factors_beside_matches_each_split_run_to_the_grid_seed_of_its_own_training_seed(tmp_path, monkeypatch):
+    """The pair-grid row nearest the adapters' median rate (2e-3: row 1e-3, not 1e-2); per seed, the head rates in the
+    band and the split run of the same seed, whatever the order of the records."""
+    heads = [1e-3, 1e-2, 1e-1, 1.0]
+    lrs = (1e-6 * 1e7 ** (np.arange(100) / 100)).tolist()
+    runs = [  # head curves bottoming out at 1e-4 (seed 0) and 1e-2 (seed 1), before the EMA; in reverse seed order
+        {
+            "kind": "auto",
+            "seed": seed,
+            "options": {"strategy": "split"},
+            "trained_lrs": {"adapter": adapter, "head": 1.0},
+            "curves": {"head": {"lrs": lrs, "losses": (1 + np.abs(np.log10(lrs) - math.log10(low))).tolist()}},
+        }
+        for seed, adapter, low in ((1, 3e-3, 1e-2), (0, 1e-3, 1e-4))
+    ]
+    losses = {0: [2.0, 1.0, 1.1, 2.2], 1: [1.0, 1.0, 1.0, 1.0]}  # seed 1: every head in the band
+    pairs = [
+        {"kind": "pair", "lr": {"adapter": row, "head": h}, "seed": seed, "eval_loss": losses[seed][i] + shift}
+        for seed in (1, 0)
+        for row, shift in ((1e-3, 0.0), (1e-2, 5.0))
+        for i, h in enumerate(heads)
+    ]
+    with open(tmp_path / "minilm_lora.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in runs + pairs)
+    monkeypatch.setattr(S, "DATA_DIR", str(tmp_path))
+    band = S.pair_grid(runs + pairs, "adapter")["band"]
+    lo0, hi0 = S._band_interval(heads, losses[0], band)
+    bottoms = {s: S._head_bottom(r) for s, r in ((r["seed"], r) for r in runs)}
+    assert bottoms[0] < bottoms[1]
+    table = S.head_factors_beside(["minilm_lora"]).splitlines()
+    row = table[2].split(" | ")
+    assert row[1] == "0.001 (0.002)" and row[2] == f"{lo0:.3g} .. {hi0:.3g}, 0.001 .. 1"
+    f_lo, f_hi = max(bottoms[0] / hi0, bottoms[1] / 1.0), min(bottoms[0] / lo0, bottoms[1] / 1e-3)
+    assert row[4] == f"{f_lo:.1f} .. {f_hi:.1f} |"
+
+
 def test_auto_runs_are_labelled_by_strategy_and_phase():
     auto = {"kind": "auto", "options": {"groups": "auto", "strategy": "split"}}
     assert S._strategy(auto) == "split"

@@ -128,12 +128,12 @@ def split_range_test(
     `param_groups` and the callback use when no rule is named), the pretrained groups (every other group but LoRA
     adapters) with `body_method`; each is run on its groups' curves even when `suggest` leaves it out. Adapters, new
     weights, are read with the first rule of `suggest` (`trough`). `probe` (a seventh of fastai's `minimum`) puts the
-    head inside its window at every seed of the benchmark's six fine-tunes, and among the head rates that train
-    inside the tie band beside the body rate `pretrained` reads, seed by seed, where `minimum` was above the window
-    at two seeds of three fine-tunes. `pretrained` (a sixth of the body curve's fitted bottom) puts more of the benchmark's full fine-tunes
-    inside the tie band of their best (body, head) pair than `trough`, with body rates that move less between data
-    orders (docs/suggestions.md, "The body's rule"). `body_phase="held"` and `head_phase="beside"` were measured
-    with the body read with `trough` (`body_method="trough"`).
+    head inside its window at every seed of the benchmark's six fine-tunes (`minimum` was above it at two seeds of the
+    first three), and trained beside the body's default rate, every seed of the six inside its tie band
+    (docs/suggestions.md, "The head's factor"). `pretrained` (a sixth of the body curve's fitted bottom) puts more of
+    the benchmark's full fine-tunes inside the tie band of their best (body, head) pair than `trough`, with body rates
+    that move less between data orders (docs/suggestions.md, "The body's rule"). `body_phase="held"` and
+    `head_phase="beside"` were measured with the body read with `trough` (`body_method="trough"`).
 
     Args:
         first (`Sequence[str]`, *optional*, defaults to `("head",)`): names of the groups swept in phase 2.

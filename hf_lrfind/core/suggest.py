@@ -166,11 +166,12 @@ def probe(lrs: CurveLike, losses: CurveLike) -> float | None:
     hf_lrfind's rule for a new head read off its linear-probe curve (the head swept alone on a still body, phase 2 of
     the split strategy): a seventieth of the learning rate at the lowest loss, `lrs[argmin(losses)] / 70` (first
     minimum), a seventh of fastai's `minimum`. The head then trains beside a moving body, at a lower rate than the
-    probe alone tolerates, and lower the faster the body moves. The factor lies near the middle, in log scale (68.5), of the factors
-    that put every cached head curve's suggestion of the suggestion benchmark's six fine-tunes both inside the head
-    window (the head rates that train best at the best pair's body rate) and, seed by seed, among the head rates that
-    train inside the tie band beside the body rate the split strategy reads (63.8 .. 73.5; docs/suggestions.md). It
-    was 30 before a fine-tune's seed trained outside the band with its head at the top of those rates.
+    probe alone tolerates. The factor was read off the suggestion benchmark's six fine-tunes (docs/suggestions.md,
+    "The head's factor"): 70 lies near the middle (68.5 in log scale) of the factors, 63.8 to 73.5, that put every
+    seed's suggestion inside the head window (the head rates that train best at the best pair's body rate) and, at
+    the three seeds with pair grids, among the head rates that train inside the tie band beside the grid's body rate
+    nearest the one the split strategy reads. It was 30 until a held-out fine-tune's seed trained outside its band
+    with the head at the top of those rates.
 
     Args:
         lrs (`Sequence[float]`): Learning rates of the prepared curve.
