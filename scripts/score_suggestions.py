@@ -349,15 +349,19 @@ def plot(scores: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
-def _pair_runs(records: Sequence[dict], body: str) -> dict[tuple[float, float], list[float]]:
-    """(body, head) -> eval losses (inf where diverged), single rates counting as pairs with body = head."""
-    runs: dict[tuple[float, float], list[float]] = {}
+def _pair_seeds(records: Sequence[dict], body: str) -> dict[tuple[float, float], dict[int, float]]:
+    """(body, head) -> seed -> eval loss (inf where diverged), single rates counting as pairs with body = head."""
+    runs: dict[tuple[float, float], dict[int, float]] = {}
     for r in records:
-        if r["kind"] == "grid":
-            runs.setdefault((r["lr"], r["lr"]), []).append(r["eval_loss"])
-        elif r["kind"] == "pair":
-            runs.setdefault((r["lr"][body], r["lr"]["head"]), []).append(r["eval_loss"])
-    return {k: [math.inf if v is None else v for v in vals] for k, vals in runs.items()}
+        if r["kind"] in ("grid", "pair"):
+            key = (r["lr"], r["lr"]) if r["kind"] == "grid" else (r["lr"][body], r["lr"]["head"])
+            runs.setdefault(key, {})[r["seed"]] = math.inf if r["eval_loss"] is None else r["eval_loss"]
+    return runs
+
+
+def _pair_runs(records: Sequence[dict], body: str) -> dict[tuple[float, float], list[float]]:
+    """(body, head) -> eval losses in the order they were cached (as `_pair_seeds`)."""
+    return {k: list(by_seed.values()) for k, by_seed in _pair_seeds(records, body).items()}
 
 
 def pair_grid(records: Sequence[dict], body: str = "body") -> dict:
@@ -388,6 +392,15 @@ def _head_bottom(run: dict) -> float:
     from hf_lrfind.core.suggest import minimum
 
     return 10 * minimum(*_prepared(run["curves"]["head"], smoothed=True))
+
+
+def _body_pretrained(run: dict) -> float:
+    """The library's `pretrained` on a split run's cached body curve (the mean of its sweeps): the body rate the
+    default trains with, as `--kinds split_pretrained` trained it."""
+    from hf_lrfind.core.suggest import pretrained
+
+    curve = {**run["curves"]["body"], "sweep_losses": run["sweep_losses"]["body"]}
+    return pretrained(*_prepared(curve, smoothed=False))
 
 
 def head_rules(records: Sequence[dict], strategy: str, body: str = "body") -> str:
@@ -467,7 +480,7 @@ def head_factors_beside(regimes: Sequence[str]) -> str:
     """
     from suggestbench.regimes import REGIMES
 
-    from hf_lrfind.core.suggest import PROBE_FACTOR, pretrained
+    from hf_lrfind.core.suggest import PROBE_FACTOR
 
     header = "| regime | body row (default's median) | head rates in the band, by seed | EMA bottoms | factors |"
     lines = [header, "|---|---|---|---|---|"]
@@ -477,18 +490,9 @@ def head_factors_beside(regimes: Sequence[str]) -> str:
         body = REGIMES[regime].body_group
         band = pair_grid(records, body)["band"]
         runs = {r["seed"]: r for r in _split_runs(records)}
-        bodies = [
-            pretrained(*_prepared({**r["curves"]["body"], "sweep_losses": r["sweep_losses"]["body"]}, smoothed=False))
-            if body == "body"
-            else r["trained_lrs"][body]
-            for r in runs.values()
-        ]
+        bodies = [_body_pretrained(r) if body == "body" else r["trained_lrs"][body] for r in runs.values()]
         middle = statistics.median(bodies)
-        by_seed: dict[tuple[float, float], dict[int, float]] = {}  # (body, head) -> seed -> eval loss
-        for r in records:
-            if r["kind"] in ("grid", "pair"):
-                key = (r["lr"], r["lr"]) if r["kind"] == "grid" else (r["lr"][body], r["lr"]["head"])
-                by_seed.setdefault(key, {})[r["seed"]] = math.inf if r["eval_loss"] is None else r["eval_loss"]
+        by_seed = _pair_seeds(records, body)
         row = min({b for b, h in by_seed if b != h}, key=lambda b: abs(math.log10(b / middle)))
         heads = sorted(h for b, h in by_seed if b == row)
         seeds = sorted(set.intersection(*(set(by_seed[row, h]) for h in heads)) & set(runs))

@@ -147,9 +147,9 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
             options = {"groups": "auto", "strategy": "split", "body_phase": "held"}
             todo += [{"kind": "auto", "seed": s, "options": options} for s in SWEEP_SEEDS]
         elif kind in ("split_confirm", "split_body_third", "split_pretrained"):  # the split runs' head by --rule
-            from score_suggestions import RULES, _fastai, _prepared, _strategy
+            from score_suggestions import RULES, _body_pretrained, _fastai, _strategy
 
-            from hf_lrfind.core.suggest import PROBE_FACTOR, pretrained
+            from hf_lrfind.core.suggest import PROBE_FACTOR
 
             read = RULES[rule][1] if rule in RULES else _fastai(rule)  # a library rule not scored on one group
             if kind != "split_confirm" and regime.body_group != "body":
@@ -159,8 +159,7 @@ def planned(regime_name: str, kinds: list[str], rule: str | None) -> list[dict]:
                     continue
                 head = read({"lrs": r["curves"]["head"]["lrs"], "losses": r["curves"]["head"]["losses"]})
                 if kind == "split_pretrained":  # the library's rule on the cached body curve
-                    body_curve = {**r["curves"]["body"], "sweep_losses": r["sweep_losses"]["body"]}
-                    body, options = pretrained(*_prepared(body_curve, smoothed=False)), {"body_rule": "pretrained"}
+                    body, options = _body_pretrained(r), {"body_rule": "pretrained"}
                 else:  # the split run's body rate, or a third of it
                     factor = 1 / 3 if kind == "split_body_third" else 1.0
                     body = r["trained_lrs"][regime.body_group] * factor

@@ -254,18 +254,14 @@ def test_the_bottom_rules_read_a_third_of_the_bottom_of_a_bowl_and_the_middle_of
 def test_the_cached_pretrained_runs_trained_at_the_librarys_pretrained_on_their_split_runs_curves():
     """`--kinds split_pretrained` trained each body at `pretrained` read on the cached body curve of the same seed's
     split run: the library's rule still gives those rates, to the bit (a changed rule must be trained again)."""
-    from hf_lrfind.core.suggest import pretrained
-
     checked = {}
     for name in sorted(os.listdir(S.DATA_DIR)):
         records = S.load(os.path.join(S.DATA_DIR, name))
         split = {r["seed"]: r for r in records if S._strategy(r) == "split"}
         for r in records:
             if r["kind"] == "split_confirm" and (r.get("options") or {}).get("body_rule") == "pretrained":
-                run = split[r["seed"]]
-                curve = {**run["curves"]["body"], "sweep_losses": run["sweep_losses"]["body"]}
-                # the same here; 1e-12 leaves room for another BLAS under the least-squares fit
-                assert r["lr"]["body"] == pytest.approx(pretrained(*S._prepared(curve, smoothed=False)), rel=1e-12)
+                # the library's pretrained on the cached curve; 1e-12 leaves room for another BLAS under the fit
+                assert r["lr"]["body"] == pytest.approx(S._body_pretrained(split[r["seed"]]), rel=1e-12)
                 checked.setdefault(name, []).append(r["seed"])
     full = ("minilm_cls", "minilm_mlm", "minilm_pkg", "minilm_hf", "minilm_tools", "minilm_libs")
     for regime in full:  # every seed of the six full fine-tunes, at each head factor trained
